@@ -1,0 +1,114 @@
+# jumpqueue developer tasks.  `make test` is what CI runs (through .ci/run).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+MAKEFLAGS += --no-print-directory
+
+# ------------------------------------------------------------ interpreters
+# find_py(3.X): newest pyenv build of 3.X (plain X.Y.Z dirs only, so no
+# free-threaded or dev builds), else python3.X on PATH; each candidate must
+# actually start (a pyenv shim for a missing version does not).
+PYENV_DIR ?= $(or $(PYENV_ROOT),$(HOME)/.pyenv)
+find_py = $(shell for p in \
+    $$(ls -d $(PYENV_DIR)/versions/$(1).*/bin/python$(1) 2>/dev/null \
+       | grep -E '/versions/[0-9]+\.[0-9]+\.[0-9]+/bin/' | sort -V -r) \
+    $$(command -v python$(1) 2>/dev/null); do \
+    "$$p" -c 'import sys' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+
+PYVERSIONS := 3.10 3.11 3.12 3.13
+# Main venv uses the newest Python found; `make PY=...` overrides.
+# (Recursive `=`: only looked up when a recipe needs it.)
+PY ?= $(or $(call find_py,3.13),$(call find_py,3.12),$(call find_py,3.11),$(call find_py,3.10),python3)
+
+# Source dirs that exist (benchmarks/ may not yet).
+CODE_DIRS := $(wildcard src tests benchmarks)
+
+# ------------------------------------------------------------ virtualenvs
+# A stamp file records the last install: re-running is instant, but an
+# edit to pyproject.toml reinstalls.
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: venv
+venv: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test,demo]'
+	@touch $@
+
+# Per-version venvs for the compatibility legs: .venv-3.10, .venv-3.11, ...
+.venv-%/bin/python:
+	@py='$(call find_py,$*)'; \
+	if [ -z "$$py" ]; then echo "Python $* not found" >&2; exit 1; fi; \
+	"$$py" -m venv .venv-$*
+
+.venv-%/.installed: pyproject.toml | .venv-%/bin/python
+	.venv-$*/bin/python -m pip install -q --upgrade pip
+	.venv-$*/bin/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# Pattern-built venvs are not throwaway intermediates: keep them.
+.PRECIOUS: .venv-%/bin/python .venv-%/.installed
+
+# ------------------------------------------------------------ checks
+.PHONY: lint format typecheck cov test test-all $(addprefix test-,$(PYVERSIONS))
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(CODE_DIRS)
+	$(VENV)/bin/ruff format --check $(CODE_DIRS)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format $(CODE_DIRS)
+	$(VENV)/bin/ruff check --fix $(CODE_DIRS)
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict src tests
+
+# Branch coverage, subprocesses included: `coverage run` (not pytest-cov) so
+# the pytest11 plugin is imported while measuring; pyproject's
+# `patch = ["subprocess", "_exit"]` makes each Python child write its own
+# .coverage.* file, `combine` merges them, `report` enforces fail_under.
+cov: $(STAMP)
+	@rm -f .coverage .coverage.*
+	$(VENV)/bin/coverage run -m pytest
+	$(VENV)/bin/coverage combine -q
+	$(VENV)/bin/coverage report
+
+# test-3.X: plain pytest (no coverage, no lint) in .venv-3.X. A Python
+# that is not installed is skipped loudly, not failed. (Static pattern
+# rule, so these can be .PHONY.)
+$(addprefix test-,$(PYVERSIONS)): test-%:
+	@py='$(call find_py,$*)'; \
+	if [ -z "$$py" ]; then \
+	  echo "*** Python $* not found on this machine: SKIPPING the $* test leg ***"; \
+	  exit 0; \
+	fi; \
+	$(MAKE) .venv-$*/.installed; \
+	echo "--- pytest on $$(.venv-$*/bin/python -V)"; \
+	.venv-$*/bin/python -m pytest
+
+# Newest Python with lint, types and coverage, then the oldest supported one.
+test: lint typecheck cov test-3.10
+
+# pytest on every supported Python that is installed here.
+test-all: $(addprefix test-,$(PYVERSIONS))
+
+# ------------------------------------------------------------ other
+.PHONY: demo bench clean
+
+demo: $(STAMP)
+	$(VENV)/bin/jumpqueue demo
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/handoff.py
+
+clean:
+	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache \
+	  .coverage .coverage.* htmlcov dist build
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} + \
+	  -o -name '*.egg-info' -type d -prune -exec rm -rf {} +

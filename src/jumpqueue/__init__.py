@@ -1,0 +1,49 @@
+"""jumpqueue: respond now, work after, with no queue server.
+
+Defer the slow part of a request until its response has been sent, and run it
+in bounded pools with timeouts, retries, an overload policy and a graceful
+shutdown.
+"""
+
+from __future__ import annotations
+
+from ._config import Config
+from ._default import configure, defer, get_runtime, shutdown, stats
+from ._deferred import Deferred, Status
+from ._exceptions import (
+    ConfigurationError,
+    InvalidCallError,
+    JumpQueueError,
+    OverloadedError,
+    RuntimeClosedError,
+    TaskNotRunError,
+    TaskTimeoutError,
+)
+from ._runtime import Runtime
+from ._stats import Stats
+from ._tasks import Task, TaskOptions, task
+
+__all__ = [
+    "Config",
+    "ConfigurationError",
+    "Deferred",
+    "InvalidCallError",
+    "JumpQueueError",
+    "OverloadedError",
+    "Runtime",
+    "RuntimeClosedError",
+    "Stats",
+    "Status",
+    "Task",
+    "TaskNotRunError",
+    "TaskOptions",
+    "TaskTimeoutError",
+    "configure",
+    "defer",
+    "get_runtime",
+    "shutdown",
+    "stats",
+    "task",
+]
+
+__version__ = "0.1.0"

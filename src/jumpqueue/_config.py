@@ -1,0 +1,184 @@
+"""Runtime configuration: one frozen, self-validating value, readable from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ._exceptions import ConfigurationError
+
+#: What a full backlog does to a new call; the one registry every spelling goes through.
+OVERLOAD_POLICIES = ("wait", "reject", "drop", "inline")
+
+ENV_PREFIX = "JUMPQUEUE_"
+
+#: How the "process" executor may start its children (see `multiprocessing`).
+START_METHODS = ("forkserver", "spawn", "fork")
+#: A smaller address space cannot even start an interpreter.
+MIN_MEMORY_LIMIT = 16 * 1024**2
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """How a `Runtime` bounds and times its work. Every field has a working default.
+
+    Args:
+        max_workers: threads running plain functions at once.
+        max_async: coroutines running at once.
+        max_pending: calls admitted and not yet finished (held, pending or
+            running); past it the overload policy decides.
+        on_overload: default policy when the backlog is full: "wait",
+            "reject", "drop" or "inline".
+        overload_wait: seconds the "wait" policy blocks before it rejects.
+        task_timeout: default seconds a call may run, or None for no limit.
+        shutdown_timeout: seconds shutdown waits for running and pending calls.
+        max_stuck_threads: threads past their timeout that may linger while
+            replacements serve the pool; past it the pool shrinks instead.
+        max_processes: child processes of the "process" executor (per server
+            worker process), started as calls need them.
+        memory_limit: bytes a child process may use, or None for no limit; a
+            size such as "512MiB" or "1G" (powers of 1024) is accepted too. It
+            caps the child's address space and, on Linux, its resident memory.
+        max_tasks_per_child: calls a child serves before it is replaced, or
+            None for no limit (PHP-FPM's `pm.max_requests`).
+        process_idle_timeout: seconds an idle child lives before it exits, or
+            None to keep it.
+        start_method: "forkserver", "spawn" or "fork"; None for forkserver
+            where the platform has it, else spawn.
+
+    Raises:
+        ConfigurationError: a value is out of range; the message names the field.
+    """
+
+    max_workers: int = 8
+    max_async: int = 100
+    max_pending: int = 1000
+    on_overload: str = "wait"
+    overload_wait: float = 1.0
+    task_timeout: float | None = None
+    shutdown_timeout: float = 20.0
+    max_stuck_threads: int = 8
+    max_processes: int = 2
+    memory_limit: int | None = None
+    max_tasks_per_child: int | None = None
+    process_idle_timeout: float | None = 300.0
+    start_method: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_workers", "max_async", "max_pending"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("max_stuck_threads", self.max_stuck_threads, minimum=0)
+        check_seconds("overload_wait", self.overload_wait, allow_zero=True)
+        check_seconds("shutdown_timeout", self.shutdown_timeout, allow_zero=True)
+        if self.task_timeout is not None:
+            check_seconds("task_timeout", self.task_timeout, allow_zero=False)
+        check_policy("on_overload", self.on_overload)
+        _check_int("max_processes", self.max_processes, minimum=1)
+        size: object = self.memory_limit
+        if isinstance(size, str):
+            object.__setattr__(self, "memory_limit", parse_size("memory_limit", size))
+        if self.memory_limit is not None:
+            _check_int("memory_limit", self.memory_limit, minimum=MIN_MEMORY_LIMIT)
+        if self.max_tasks_per_child is not None:
+            _check_int("max_tasks_per_child", self.max_tasks_per_child, minimum=1)
+        if self.process_idle_timeout is not None:
+            check_seconds("process_idle_timeout", self.process_idle_timeout, allow_zero=False)
+        if self.start_method not in (None, *START_METHODS):
+            raise ConfigurationError(
+                f"start_method must be one of {', '.join(START_METHODS)} or None, "
+                f"not {self.start_method!r}"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Read `JUMPQUEUE_<NAME>` variables; keyword overrides win over the environment.
+
+        Raises:
+            ConfigurationError: a variable cannot be parsed or is out of range.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field, raw)
+        values.update(overrides)
+        return cls.build(**values)
+
+    @classmethod
+    def build(cls, **values: Any) -> Config:
+        """Like `Config(...)`, but an unknown name is a `ConfigurationError` naming it."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown configuration option(s) {', '.join(unknown)}; "
+                f"known options are {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed, validated like a new one."""
+        return type(self).build(**{**dataclasses.asdict(self), **changes})
+
+
+def check_policy(name: str, value: object) -> None:
+    """Raise `ConfigurationError` unless value names a known overload policy."""
+    if value not in OVERLOAD_POLICIES:
+        raise ConfigurationError(
+            f"{name} must be one of {', '.join(OVERLOAD_POLICIES)}, not {value!r}"
+        )
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, not {value}")
+
+
+def check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+    """Raise `ConfigurationError` unless value is a finite, non-negative number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigurationError(f"{name} must be {bound} seconds, not {value!r}")
+
+
+def parse_size(name: str, text: str) -> int:
+    """Bytes in a size such as "512MiB", "1G" or "1048576" (units are powers of 1024).
+
+    Raises:
+        ConfigurationError: text is not a size; the message names `name`.
+    """
+    number = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = number[-1:] if number[-1:] in _SIZE_UNITS else ""
+    try:
+        return int(float(number.removesuffix(unit)) * _SIZE_UNITS[unit]) if unit else int(number)
+    except (ValueError, OverflowError):
+        raise ConfigurationError(
+            f"{name} must be a number of bytes or a size like '512MiB', not {text!r}"
+        ) from None
+
+
+def _parse(field: dataclasses.Field[Any], raw: str) -> object:
+    variable = ENV_PREFIX + field.name.upper()
+    text = raw.strip()
+    kind = str(field.type)
+    if "None" in kind and text.lower() in ("", "none"):
+        return None
+    if field.name == "memory_limit":
+        return parse_size(variable, text)
+    try:
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ConfigurationError(f"{variable}={raw!r} is not a valid {kind}") from None
+    return text

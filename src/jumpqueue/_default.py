@@ -1,0 +1,88 @@
+"""The default runtime behind the module-level functions, and how to replace it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._config import Config
+from ._deferred import Deferred
+from ._runtime import Runtime
+from ._stats import Stats
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The default runtime, created from the environment on first use."""
+    global _runtime  # noqa: PLW0603 -- the one default runtime the design allows
+    runtime = _runtime
+    if runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = Runtime(Config.from_env())
+            runtime = _runtime
+    return runtime
+
+
+def configure(config: Config | None = None, /, **options: Any) -> Runtime:
+    """Replace the default runtime: the old one is drained and shut down first.
+
+    Pass a `Config`, or options by name (`max_workers=4, on_overload="reject"`);
+    options given by name win over `JUMPQUEUE_*` environment variables.
+
+    Raises:
+        ConfigurationError: an option is unknown or out of range.
+    """
+    global _runtime
+    if config is None:
+        config = Config.from_env(**options)
+    elif options:
+        config = config.replace(**options)
+    runtime = Runtime(config)
+    with _lock:
+        previous, _runtime = _runtime, runtime
+    if previous is not None:
+        previous.shutdown()
+    return runtime
+
+
+@overload
+def defer(
+    fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+) -> Deferred[R]: ...
+
+
+@overload
+def defer(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[R]: ...
+
+
+def defer(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+    """Run `fn(*args, **kwargs)` after the response, or at once outside a request.
+
+    Plain functions run on the thread pool, coroutine functions on the event
+    loop; a `@task` carries its own options. The call is admitted now: if the
+    backlog is full, the task's overload policy applies here, in the caller.
+
+    Raises:
+        InvalidCallError: fn is not callable, is a coroutine object, or the
+            arguments do not fit its signature.
+        OverloadedError: the backlog is full and the policy rejects.
+        RuntimeClosedError: the default runtime is shut down.
+    """
+    return get_runtime().defer(fn, *args, **kwargs)
+
+
+def stats() -> Stats:
+    """Counters and gauges of the default runtime (see `Stats`)."""
+    return get_runtime().stats()
+
+
+def shutdown(timeout: float | None = None) -> None:
+    """Shut the default runtime down: stop admitting, drain up to `timeout`, abandon the rest."""
+    get_runtime().shutdown(timeout)

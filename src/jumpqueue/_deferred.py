@@ -1,0 +1,194 @@
+"""The handle `defer()` returns: identity, status, and a way to wait for the outcome."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._exceptions import TaskNotRunError, TaskTimeoutError
+
+if TYPE_CHECKING:
+    import asyncio
+    import contextvars
+
+    from ._tasks import TaskOptions
+
+R = TypeVar("R")
+
+
+class Status(str, enum.Enum):
+    """Where a deferred call is in its life; the last six are final."""
+
+    HELD = "held"
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    SHED = "shed"
+    SKIPPED = "skipped"
+    ABANDONED = "abandoned"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def final(self) -> bool:
+        """True for a status a call never leaves."""
+        return not is_live(self)
+
+
+def is_live(status: Status) -> bool:
+    """True while a call is held, pending or running (identity tests: enum hashing is slow)."""
+    return status is Status.HELD or status is Status.PENDING or status is Status.RUNNING
+
+
+_NOT_RUN = (Status.SHED, Status.SKIPPED, Status.ABANDONED)
+# Waiting is rare next to deferring, so a handle creates its Event only when waited on.
+_events_lock = threading.Lock()
+_id_prefix = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix, _id_counter  # noqa: PLW0603 -- ids must differ between forked processes
+    _id_prefix = os.urandom(8).hex()
+    _id_counter = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+class Deferred(Generic[R]):
+    """One deferred call: its id, its status, and its outcome once it has one.
+
+    Attributes:
+        id: a unique id (a random per-process prefix and a counter), stable across retries.
+        name: the task's name (by default the function's import path).
+        options: the task options in force for this call.
+        attempts: how many times the call has started.
+    """
+
+    __slots__ = (
+        "_done",
+        "_exception",
+        "_result",
+        "_status",
+        "args",
+        "attempts",
+        "context",
+        "executor",
+        "fn",
+        "id",
+        "kwargs",
+        "loop",
+        "name",
+        "options",
+    )
+
+    def __init__(  # noqa: PLR0917 -- on the defer() hot path, positional is cheaper
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        executor: str,
+        context: contextvars.Context | None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.id = f"{_id_prefix}{next(_id_counter):08x}"
+        self.name = name
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.options = options
+        self.executor = executor
+        self.context = context
+        self.loop = loop
+        self.attempts = 0
+        self._status = Status.PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._done: threading.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<Deferred {self.id} {self.name} {self._status.value}>"
+
+    @property
+    def status(self) -> Status:
+        """The current status."""
+        return self._status
+
+    def done(self) -> bool:
+        """True once the call has reached a final status."""
+        return not is_live(self._status)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the call is final or `timeout` seconds pass; True if final."""
+        if not is_live(self._status):
+            return True
+        with _events_lock:
+            if self._done is None:
+                self._done = threading.Event()
+            done = self._done
+        # _notify reads _done without the lock, after the final status is set:
+        # checking the status again after publishing the event closes the gap.
+        if not is_live(self._status):
+            return True
+        return done.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> R:
+        """The call's return value, waiting up to `timeout` seconds for it.
+
+        Raises:
+            TimeoutError: the call was not final within `timeout`.
+            TaskTimeoutError: the call ran past its own timeout.
+            TaskNotRunError: the call was shed, skipped or abandoned.
+            Exception: whatever the call itself raised.
+        """
+        error = self.exception(timeout)
+        if error is not None:
+            raise error
+        return self._result  # type: ignore[no-any-return]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The exception that ended the call, or None if it succeeded.
+
+        Raises:
+            TimeoutError: the call was not final within `timeout`.
+        """
+        if not self.wait(timeout):
+            raise TimeoutError(f"{self!r} is not finished after {timeout} s")
+        return self._exception
+
+    # The runtime drives the handle through these; they are not public API.
+
+    def _resolve(self, status: Status, result: Any, error: BaseException | None) -> None:
+        # The outcome is written before the final status that publishes it.
+        if error is None and status is Status.TIMED_OUT:
+            error = TaskTimeoutError(f"{self.name} [{self.id}] ran past its timeout")
+        elif error is None and status in _NOT_RUN:
+            error = TaskNotRunError(f"{self.name} [{self.id}] was {status.value}", status=status)
+        self._result = result
+        self._exception = error
+        # Free what the call held: a finished handle may be kept long after.
+        self.args = ()
+        self.kwargs = {}
+        self.context = None
+        self.loop = None
+        self._status = status
+
+    def _notify(self) -> None:
+        done = self._done
+        if done is not None:
+            done.set()
+
+    def _settle(self, status: Status, result: Any, error: BaseException | None) -> None:
+        self._resolve(status, result, error)
+        self._notify()

@@ -1,0 +1,499 @@
+"""The runtime: admission against a bounded backlog, dispatch to executors, outcomes, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import logging
+import math
+import os
+import random
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, overload
+
+from . import _intercept
+from ._config import Config, check_seconds
+from ._deferred import Deferred, Status, is_live
+from ._exceptions import InvalidCallError, OverloadedError, RuntimeClosedError, TaskTimeoutError
+from ._ratelimit import RateLimitedLog
+from ._scheduler import Scheduler
+from ._scope import current_scope
+from ._stats import Stats
+from ._tasks import DEFAULT_OPTIONS, Task, callable_info, check_arguments, check_callable
+from .executors import EXECUTORS
+from .executors._base import Attempt, Executor
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("jumpqueue")
+
+_COUNTERS = (
+    "submitted",
+    "started",
+    "retried",
+    "waited",
+    "inlined",
+    "shed_drop",
+    "shed_reject",
+    *(status.value for status in Status if status.final),
+)
+# What _admit decided.
+_ADMITTED, _INLINE, _SHED = "admitted", "inline", "shed"
+#: Longest wait between two retries, whatever the backoff doubles to.
+MAX_RETRY_DELAY = 300.0
+#: Abandoned calls named one by one in the shutdown warning; the rest are counted.
+_NAMED_IN_LOG = 20
+
+
+class Runtime:
+    """Admits deferred calls into a bounded backlog and runs them on bounded executors.
+
+    `jumpqueue.defer()` and friends use one default runtime; create a `Runtime`
+    yourself to keep one apart (it is also a context manager that shuts down).
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config if config is not None else Config.from_env()
+        self._reset()
+        atexit.register(self._shutdown_at_exit)
+        _live_runtimes.add(self)
+
+    def _reset(self) -> None:
+        # Everything a forked child must not share with its parent.
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # a slot in the backlog freed up
+        self._drained = threading.Condition(self._lock)  # nothing is in flight any more
+        self._in_flight: set[Deferred[Any]] = set()
+        self._held = self._pending = self._running = 0
+        self._waiting_for_room = 0
+        self._counts: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._executors: dict[str, Executor] = {}
+        self._scheduler = Scheduler()
+        self._closing = False
+        self._stopped = threading.Event()
+        self._shed_log = RateLimitedLog(logger, interval=10.0)
+        self._loop_wait_log = RateLimitedLog(logger, interval=60.0)
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped.is_set() else "closing" if self._closing else "open"
+        return f"<Runtime {state} in_flight={len(self._in_flight)}>"
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    @property
+    def closed(self) -> bool:
+        """True once shutdown has begun: `defer()` raises `RuntimeClosedError`."""
+        return self._closing
+
+    # -- admission -------------------------------------------------------------------------
+
+    @overload
+    def defer(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[R]: ...
+
+    @overload
+    def defer(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[R]: ...
+
+    def defer(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Run `fn(*args, **kwargs)` later; see `jumpqueue.defer`."""
+        if isinstance(fn, Task):
+            function, options, name = fn.fn, fn.task_options, fn.name
+        else:
+            check_callable(fn)
+            function, options, name = fn, DEFAULT_OPTIONS, None
+        info = callable_info(function)
+        check_arguments(info, args, kwargs)
+        executor_name = options.executor or ("async" if info.is_coroutine else "thread")
+        loop = None
+        if executor_name == "async":
+            if not info.is_coroutine:
+                raise InvalidCallError(
+                    f"executor='async' needs a coroutine function; {info.name} is not one"
+                )
+            loop = _running_loop()
+        scope = current_scope.get()
+        context = contextvars.copy_context()
+        if scope is not None:
+            # The call runs after its request: calls it defers in turn are not held.
+            context.run(current_scope.set, None)
+        deferred: Deferred[Any] = Deferred(
+            name or info.name, function, args, kwargs, options, executor_name, context, loop
+        )
+        executor = self._executors.get(executor_name) or self._executor(executor_name)
+        executor.validate(deferred)
+        interceptor = _intercept.active
+        if interceptor is not None:
+            return interceptor(deferred)
+        holder = scope if scope is not None and not scope.released else None
+        outcome = self._admit(deferred, hold=holder is not None)
+        if outcome is _ADMITTED:
+            if holder is None:
+                executor.submit(Attempt(deferred, 1))
+            elif not holder.hold(self, deferred):  # released since we looked
+                self.release_held(deferred, run=True)
+        elif outcome is _INLINE:
+            self._run_inline(deferred)
+        return deferred
+
+    def _admit(self, deferred: Deferred[Any], *, hold: bool) -> str:
+        config = self.config
+        counts = self._counts
+        with self._lock:
+            if self._closing:
+                raise RuntimeClosedError(f"the runtime is shut down; {deferred.name} not accepted")
+            counts["submitted"] += 1
+            if len(self._in_flight) < config.max_pending:
+                self._in_flight.add(deferred)
+                if hold:
+                    self._held += 1
+                    deferred._status = Status.HELD
+                else:
+                    self._pending += 1
+                return _ADMITTED
+            counts["submitted"] -= 1  # counted below, once the policy has decided
+            policy = self._overloaded(deferred)
+            counts["submitted"] += 1
+            if policy == "wait":  # and room was found
+                counts["waited"] += 1
+                self._in_flight.add(deferred)
+                self._pending += 1
+                return _ADMITTED
+            if policy == "inline":
+                counts["inlined"] += 1
+                self._in_flight.add(deferred)
+                self._pending += 1
+                return _INLINE
+            counts[f"shed_{policy}"] += 1
+            deferred._resolve(Status.SHED, None, None)
+        self._shed_log.warning(
+            "jumpqueue: backlog full (max_pending=%d): %s call %s [%s]",
+            config.max_pending,
+            "rejected" if policy == "reject" else "dropped",
+            deferred.name,
+            deferred.id,
+        )
+        if policy == "reject":
+            raise OverloadedError(
+                f"backlog full (max_pending={config.max_pending}); "
+                f"{deferred.name} [{deferred.id}] rejected",
+                retry_after=max(1.0, config.overload_wait),
+            )
+        return _SHED
+
+    def _overloaded(self, deferred: Deferred[Any]) -> str:
+        # Called with the lock held and the backlog full: the policy that applies now.
+        policy = deferred.options.on_overload or self.config.on_overload
+        if policy != "wait":
+            return policy
+        if _running_loop() is not None:
+            # Blocking an event loop would freeze the whole application.
+            self._loop_wait_log.warning(
+                "jumpqueue: the 'wait' overload policy cannot block an event loop; "
+                "rejecting instead"
+            )
+            return "reject"
+        self._waiting_for_room += 1
+        try:
+            room = self._room.wait_for(
+                lambda: self._closing or len(self._in_flight) < self.config.max_pending,
+                timeout=self.config.overload_wait,
+            )
+        finally:
+            self._waiting_for_room -= 1
+        if self._closing:
+            raise RuntimeClosedError(f"the runtime shut down while {deferred.name} waited")
+        return "wait" if room else "reject"
+
+    def _run_inline(self, deferred: Deferred[Any]) -> None:
+        if deferred.loop is not None:
+            # A coroutine cannot run to completion inside its caller's running loop:
+            # it goes to that loop past the backlog bound instead.
+            self._dispatch(deferred)
+            return
+        attempt = Attempt(deferred, 1)
+        if self.attempt_started(attempt):
+            try:
+                result = attempt.call()
+            except BaseException as error:
+                self.attempt_finished(attempt, None, error)
+                if not isinstance(error, Exception):
+                    raise  # the caller's own KeyboardInterrupt or SystemExit
+            else:
+                self.attempt_finished(attempt, result, None)
+
+    # -- dispatch and outcomes ---------------------------------------------------------------
+
+    def release_held(self, deferred: Deferred[Any], *, run: bool) -> None:
+        """Hand over (or skip) a call its request scope held; never blocks."""
+        with self._lock:
+            if deferred.status is not Status.HELD:
+                return  # abandoned by shutdown meanwhile
+            dispatch = run and not self._stopped.is_set()
+            if dispatch:
+                self._move(deferred, Status.PENDING)
+            else:
+                final = Status.SKIPPED if not run else Status.ABANDONED
+                self._settle_locked(deferred, final, None, None)
+        if dispatch:
+            self._dispatch(deferred)
+        else:
+            deferred._notify()
+            logger.info("jumpqueue: %s [%s] %s", deferred.name, deferred.id, deferred.status)
+
+    def _dispatch(self, deferred: Deferred[Any]) -> None:
+        self._executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
+
+    def attempt_started(self, attempt: Attempt) -> bool:
+        """Executors call this when an attempt begins; False means skip it."""
+        deferred = attempt.deferred
+        with self._lock:
+            if attempt.settled or deferred._status is not Status.PENDING:
+                return False
+            deferred.attempts += 1
+            self._counts["started"] += 1
+            self._pending -= 1
+            self._running += 1
+            deferred._status = Status.RUNNING
+        timeout = deferred.options.timeout or self.config.task_timeout
+        if timeout is not None and timeout != math.inf:
+            attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))
+        return True
+
+    def attempt_finished(self, attempt: Attempt, result: Any, error: BaseException | None) -> None:
+        """Executors call this when an attempt ends, however it ended."""
+        deferred = attempt.deferred
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        with self._lock:
+            late = attempt.settled or deferred._status is not Status.RUNNING
+            attempt.settled = True
+            if not late and error is None:
+                self._settle_locked(deferred, Status.SUCCEEDED, result, None)
+        if late:
+            logger.info(
+                "jumpqueue: %s [%s] attempt %d returned after it was settled; outcome discarded",
+                deferred.name,
+                deferred.id,
+                attempt.number,
+            )
+        elif error is None:
+            deferred._notify()
+        elif isinstance(error, asyncio.CancelledError):
+            # Cancelled by its event loop closing, not by us: it did not get to finish.
+            self._settle(deferred, Status.ABANDONED, None, error)
+        else:
+            self._failed(attempt, error, Status.FAILED)
+
+    def _expire(self, attempt: Attempt) -> None:
+        deferred = attempt.deferred
+        with self._lock:
+            if attempt.settled or deferred._status is not Status.RUNNING:
+                return
+            attempt.settled = True
+        self._executor(deferred.executor).expire(attempt)
+        timeout = deferred.options.timeout or self.config.task_timeout
+        error = TaskTimeoutError(
+            f"{deferred.name} [{deferred.id}] ran past its {timeout} s timeout"
+        )
+        self._failed(attempt, error, Status.TIMED_OUT)
+
+    def _failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
+        deferred = attempt.deferred
+        options = deferred.options
+        if attempt.number <= options.retries and isinstance(error, options.retry_on):
+            delay = min(options.retry_backoff * 2 ** (attempt.number - 1), MAX_RETRY_DELAY)
+            delay *= random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not cryptography
+            with self._lock:
+                self._counts["retried"] += 1
+                self._move(deferred, Status.PENDING)
+            logger.warning(
+                "jumpqueue: %s [%s] attempt %d of %d %s (%s: %s); retrying in %.2f s",
+                deferred.name,
+                deferred.id,
+                attempt.number,
+                options.retries + 1,
+                "timed out" if status is Status.TIMED_OUT else "failed",
+                type(error).__name__,
+                error,
+                delay,
+            )
+            self._scheduler.call_later(delay, lambda: self._dispatch(deferred))
+            return
+        logger.error(
+            "jumpqueue: %s [%s] %s after %d attempt(s)",
+            deferred.name,
+            deferred.id,
+            "timed out" if status is Status.TIMED_OUT else "failed",
+            attempt.number,
+            exc_info=error if status is Status.FAILED else None,
+        )
+        self._settle(deferred, status, None, error)
+
+    def _settle(
+        self, deferred: Deferred[Any], status: Status, result: Any, error: BaseException | None
+    ) -> None:
+        with self._lock:
+            self._settle_locked(deferred, status, result, error)
+        deferred._notify()
+
+    def _settle_locked(
+        self, deferred: Deferred[Any], status: Status, result: Any, error: BaseException | None
+    ) -> None:
+        # Called with the lock held; the caller notifies the handle's waiters after.
+        self._move(deferred, status)
+        deferred._resolve(status, result, error)
+
+    def _move(self, deferred: Deferred[Any], status: Status) -> None:
+        # Called with the lock held: the one place gauges and final counters change.
+        previous = deferred._status
+        if previous is Status.PENDING:
+            self._pending -= 1
+        elif previous is Status.RUNNING:
+            self._running -= 1
+        elif previous is Status.HELD:
+            self._held -= 1
+        if status is Status.PENDING:
+            self._pending += 1
+        elif is_live(status):  # pragma: no cover -- only PENDING is ever re-entered
+            raise AssertionError(status)
+        else:
+            self._counts[status.value] += 1
+            self._in_flight.discard(deferred)
+            # Notifying a Condition costs even without waiters: only wake real ones.
+            if self._waiting_for_room:
+                self._room.notify()
+            if self._closing and not self._in_flight:
+                self._drained.notify_all()
+        deferred._status = status
+
+    def _executor(self, name: str) -> Executor:
+        executor = self._executors.get(name)
+        if executor is None:
+            with self._lock:
+                executor = self._executors.get(name)
+                if executor is None:
+                    executor = EXECUTORS[name](self.config, self)
+                    self._executors[name] = executor
+        return executor
+
+    # -- observation and shutdown ------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        """A consistent snapshot of counters and gauges."""
+        with self._lock:
+            counts = self._counts
+            return Stats(
+                submitted=counts["submitted"],
+                started=counts["started"],
+                succeeded=counts["succeeded"],
+                failed=counts["failed"],
+                retried=counts["retried"],
+                timed_out=counts["timed_out"],
+                skipped=counts["skipped"],
+                abandoned=counts["abandoned"],
+                shed={
+                    policy: counts[f"shed_{policy}"]
+                    for policy in ("drop", "reject")
+                    if counts[f"shed_{policy}"]
+                },
+                inlined=counts["inlined"],
+                waited=counts["waited"],
+                held=self._held,
+                pending=self._pending,
+                running=self._running,
+                workers=sum(executor.workers for executor in self._executors.values()),
+                stuck_threads=sum(executor.stuck for executor in self._executors.values()),
+            )
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop admitting, drain for up to `timeout` seconds, then abandon the rest.
+
+        `timeout` defaults to `shutdown_timeout`. What is abandoned is counted
+        and logged. Idempotent and safe from any thread; a second caller waits
+        for the first.
+
+        Raises:
+            ConfigurationError: timeout is negative.
+        """
+        if timeout is None:
+            timeout = self.config.shutdown_timeout
+        check_seconds("timeout", timeout, allow_zero=True)
+        if _running_loop() is not None and not self._closing:
+            logger.warning(
+                "jumpqueue: shutdown() blocks this event loop, so coroutines deferred on it "
+                "cannot finish; use 'await runtime.ashutdown()' in async code"
+            )
+        with self._lock:
+            first = not self._closing
+            self._closing = True
+            self._room.notify_all()
+            if first:
+                self._drained.wait_for(lambda: not self._in_flight, timeout)
+                leftovers = list(self._in_flight)
+                for deferred in leftovers:
+                    self._settle_locked(deferred, Status.ABANDONED, None, None)
+        if not first:
+            self._stopped.wait(timeout)
+            return
+        for deferred in leftovers:
+            deferred._notify()
+        if leftovers:
+            logger.warning(
+                "jumpqueue: shutdown after %.1f s abandoned %d call(s): %s",
+                timeout,
+                len(leftovers),
+                ", ".join(f"{d.name} [{d.id}]" for d in leftovers[:_NAMED_IN_LOG])
+                + (
+                    f" and {len(leftovers) - _NAMED_IN_LOG} more"
+                    if len(leftovers) > _NAMED_IN_LOG
+                    else ""
+                ),
+            )
+        self._scheduler.stop()
+        for executor in list(self._executors.values()):
+            executor.close()
+        self._stopped.set()
+        atexit.unregister(self._shutdown_at_exit)
+
+    async def ashutdown(self, timeout: float | None = None) -> None:
+        """`shutdown()` for coroutines: waits without blocking the event loop.
+
+        Calls running on that loop can then finish within the deadline.
+        """
+        await asyncio.to_thread(self.shutdown, timeout)
+
+    def _shutdown_at_exit(self) -> None:
+        self.shutdown()
+
+    def _after_fork_in_child(self) -> None:
+        # Threads do not survive fork: the child starts over with the same configuration.
+        if not self._closing:
+            self._reset()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _reset_runtimes_after_fork() -> None:
+    for runtime in list(_live_runtimes):
+        runtime._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_runtimes_after_fork)

@@ -1,0 +1,82 @@
+"""One timer thread per runtime: retries after their backoff, and timeouts."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger("jumpqueue")
+
+
+class Timer:
+    """A scheduled callback; `cancel()` stops it from running if it has not yet."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Do not run the callback (a no-op once it ran)."""
+        self.cancelled = True
+
+
+class Scheduler:
+    """Runs callbacks at monotonic times on a daemon thread started on first use."""
+
+    def __init__(self, name: str = "jumpqueue-scheduler") -> None:
+        self._name = name
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._order = itertools.count()
+        self._wakeup = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run callback after `delay` seconds on the scheduler's thread."""
+        timer = Timer(time.monotonic() + delay, callback)
+        with self._wakeup:
+            if self._stopped:
+                timer.cancelled = True
+                return timer
+            heapq.heappush(self._heap, (timer.when, next(self._order), timer))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is timer:
+                self._wakeup.notify()
+        return timer
+
+    def stop(self) -> None:
+        """Cancel what is scheduled and end the thread; idempotent."""
+        with self._wakeup:
+            self._stopped = True
+            for _, _, timer in self._heap:
+                timer.cancelled = True
+            self._heap.clear()
+            self._wakeup.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    delay = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._wakeup.wait(delay)
+                if self._stopped:
+                    return
+                _, _, timer = heapq.heappop(self._heap)
+            if timer.cancelled:
+                continue
+            try:
+                timer.callback()
+            except Exception:  # a failing callback must not stop every later timer
+                logger.exception("jumpqueue scheduler callback %r failed", timer.callback)

@@ -1,0 +1,66 @@
+"""A snapshot of what a runtime has done and is doing."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Stats:
+    """Counters since the runtime started, and gauges of this moment.
+
+    Every call counted in `submitted` is, at any moment, either in flight
+    (held, pending or running) or in exactly one final state, so
+    `submitted == finished + in_flight` always holds.
+
+    Attributes:
+        submitted: calls accepted by `defer()` (including those then shed).
+        started: attempts started (a retried call starts more than once).
+        succeeded, failed, timed_out, skipped, abandoned: calls in that final state.
+        retried: retries scheduled.
+        shed: calls shed by a full backlog, by the policy that shed them.
+        inlined: calls the "inline" policy ran in the caller.
+        waited: calls the "wait" policy admitted after waiting for room.
+        held, pending, running: calls in that state now.
+        workers: threads (and later processes) serving now.
+        stuck_threads: threads still running calls that timed out.
+    """
+
+    submitted: int = 0
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    timed_out: int = 0
+    skipped: int = 0
+    abandoned: int = 0
+    shed: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    inlined: int = 0
+    waited: int = 0
+    held: int = 0
+    pending: int = 0
+    running: int = 0
+    workers: int = 0
+    stuck_threads: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Calls held, pending or running."""
+        return self.held + self.pending + self.running
+
+    @property
+    def finished(self) -> int:
+        """Calls in a final state."""
+        return (
+            self.succeeded
+            + self.failed
+            + self.timed_out
+            + sum(self.shed.values())
+            + self.skipped
+            + self.abandoned
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """The snapshot as plain data (for JSON, logs, a status page)."""
+        return {**dataclasses.asdict(self), "shed": dict(self.shed)}

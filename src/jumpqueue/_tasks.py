@@ -1,0 +1,256 @@
+"""Task options, the `@task` decorator, and the registry of functions known to the application."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import inspect
+import math
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from ._config import check_policy, check_seconds
+from ._exceptions import ConfigurationError, InvalidCallError
+from .executors import EXECUTORS
+
+if TYPE_CHECKING:
+    from ._deferred import Deferred
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TaskOptions:
+    """How one task runs. Unset fields fall back to the runtime's configuration.
+
+    Args:
+        executor: "thread", "async", or None to choose by the function's kind.
+        timeout: seconds one attempt may run; None for the runtime's
+            `task_timeout`; `math.inf` for no limit at all.
+        retries: further attempts after a failure (0 for none).
+        retry_backoff: seconds before the first retry; doubles each time, with jitter.
+        retry_on: exception types that lead to a retry.
+        on_overload: policy when the backlog is full, or None for the runtime's.
+        always: run even when the request that deferred it failed.
+        name: the task's name; by default the function's import path.
+
+    Raises:
+        ConfigurationError: an option is out of range; the message names it.
+    """
+
+    executor: str | None = None
+    timeout: float | None = None
+    retries: int = 0
+    retry_backoff: float = 1.0
+    retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,)
+    on_overload: str | None = None
+    always: bool = False
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor is not None and self.executor not in EXECUTORS:
+            raise ConfigurationError(
+                f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}"
+            )
+        if self.timeout is not None and self.timeout != math.inf:
+            check_seconds("timeout", self.timeout, allow_zero=False)
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int):
+            raise ConfigurationError(f"retries must be an int, not {self.retries!r}")
+        if self.retries < 0:
+            raise ConfigurationError(f"retries must be >= 0, not {self.retries}")
+        check_seconds("retry_backoff", self.retry_backoff, allow_zero=True)
+        retry_on: object = self.retry_on
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+            object.__setattr__(self, "retry_on", retry_on)
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on
+        ):
+            raise ConfigurationError(
+                f"retry_on must be an exception type or a tuple of them, not {retry_on!r}"
+            )
+        if self.on_overload is not None:
+            check_policy("on_overload", self.on_overload)
+        if not isinstance(self.always, bool):
+            raise ConfigurationError(f"always must be a bool, not {self.always!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise ConfigurationError(f"name must be a non-empty str, not {self.name!r}")
+
+    @classmethod
+    def build(cls, **values: Any) -> TaskOptions:
+        """Like `TaskOptions(...)`, but an unknown name is a `ConfigurationError` naming it."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown task option(s) {', '.join(unknown)}; "
+                f"known options are {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+DEFAULT_OPTIONS = TaskOptions()
+
+
+class Task(Generic[P, R]):
+    """A function decorated with `@jumpqueue.task`: still callable, and deferrable.
+
+    Calling the task calls the function. `task.defer(...)` defers a call on the
+    default runtime; `task.options(...)` returns a copy with options overridden.
+    """
+
+    def __init__(self, fn: Callable[P, R], options: TaskOptions) -> None:
+        self.fn = fn
+        self.task_options = options
+        self.name = options.name or import_path(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def defer(self, *args: P.args, **kwargs: P.kwargs) -> Deferred[Any]:
+        """Defer a call of this task on the default runtime (see `jumpqueue.defer`)."""
+        from ._default import get_runtime  # noqa: PLC0415 -- the default runtime imports tasks
+
+        return get_runtime().defer(self, *args, **kwargs)
+
+    def options(self, **overrides: Any) -> Task[P, R]:
+        """A copy of this task with some options replaced; the registry is unchanged.
+
+        Raises:
+            ConfigurationError: an option is unknown or out of range.
+        """
+        current = {
+            field.name: getattr(self.task_options, field.name)
+            for field in dataclasses.fields(TaskOptions)
+        }
+        copy: Task[P, R] = Task(self.fn, TaskOptions.build(**{**current, **overrides}))
+        copy.name = overrides.get("name") or self.name
+        return copy
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    fn: Callable[P, R] | None = None, /, **options: Any
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Declare a function as a task, with options, and register it by name.
+
+    Use bare (`@task`) or with options (`@task(retries=3, timeout=10)`); see
+    `TaskOptions` for the options.
+
+    Raises:
+        ConfigurationError: an option is unknown or out of range.
+        InvalidCallError: the decorated object is not a function.
+    """
+    task_options = TaskOptions.build(**options)
+
+    def decorate(function: Callable[P, R]) -> Task[P, R]:
+        if isinstance(function, Task):
+            raise InvalidCallError(f"{function!r} is already a task")
+        check_callable(function)
+        declared = Task(function, task_options)
+        register(declared)
+        return declared
+
+    return decorate if fn is None else decorate(fn)
+
+
+_registry: dict[str, Task[Any, Any]] = {}
+_registry_lock = threading.Lock()
+
+
+def register(declared: Task[Any, Any]) -> None:
+    """Make a task known by name, so that a journal or a broker may run it."""
+    with _registry_lock:
+        _registry[declared.name] = declared
+
+
+def lookup(name: str) -> Task[Any, Any] | None:
+    """The registered task of that name, or None."""
+    return _registry.get(name)
+
+
+def import_path(fn: Callable[..., Any]) -> str:
+    """`module.qualname` of a function, the name it is known by outside this process."""
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{qualname}"
+
+
+def check_callable(fn: object) -> None:
+    """Raise `InvalidCallError` unless fn is something `defer()` can call later."""
+    if inspect.iscoroutine(fn):
+        raise InvalidCallError(
+            f"defer() needs a coroutine function, not a coroutine object ({fn!r}); "
+            "pass the function and its arguments: defer(fn, *args)"
+        )
+    if not callable(fn):
+        raise InvalidCallError(f"defer() needs a callable, not {type(fn).__name__} {fn!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CallableInfo:
+    """What defer() needs to know of a function, computed once per function."""
+
+    signature: inspect.Signature | None
+    is_coroutine: bool
+    name: str
+    #: Shapes of calls (positional count, keyword names) already found to fit.
+    fitting_shapes: set[tuple[int, tuple[str, ...]]] = dataclasses.field(default_factory=set)
+
+
+# A plain dict is several times faster than a WeakKeyDictionary on the defer() hot
+# path; the bound keeps callables made per request (closures, partials) from piling up.
+_info_cache: dict[Callable[..., Any], CallableInfo] = {}
+_INFO_CACHE_SIZE = 4096
+
+
+def callable_info(fn: Callable[..., Any]) -> CallableInfo:
+    """Signature, kind and name of fn, cached while fn lives."""
+    try:
+        return _info_cache[fn]
+    except (KeyError, TypeError):  # TypeError: an unhashable callable object
+        pass
+    try:
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have no signature to check against
+        signature = None
+    target = fn.__call__ if not inspect.isroutine(fn) and hasattr(fn, "__call__") else fn  # noqa: B004 -- callable objects
+    info = CallableInfo(
+        signature=signature,
+        is_coroutine=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(target),
+        name=import_path(fn),
+    )
+    if len(_info_cache) >= _INFO_CACHE_SIZE:
+        _info_cache.clear()
+    with contextlib.suppress(TypeError):  # unhashable: computed each time
+        _info_cache[fn] = info
+    return info
+
+
+def check_arguments(info: CallableInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Raise `InvalidCallError` if the arguments do not fit the function's signature."""
+    if info.signature is None:
+        return
+    # Whether arguments fit depends only on their count and keyword names.
+    shape = (len(args), tuple(kwargs))
+    if shape in info.fitting_shapes:
+        return
+    try:
+        info.signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise InvalidCallError(f"bad arguments for {info.name}: {error}") from None
+    info.fitting_shapes.add(shape)

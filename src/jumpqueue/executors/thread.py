@@ -1,0 +1,137 @@
+"""The thread executor: a bounded pool of daemon threads that a hung call cannot wedge."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .._ratelimit import RateLimitedLog
+
+if TYPE_CHECKING:
+    from .._config import Config
+    from .._deferred import Deferred
+    from ._base import Attempt, ExecutorHost
+
+logger = logging.getLogger("jumpqueue")
+
+
+class ThreadExecutor:
+    """Runs plain functions on up to `max_workers` threads.
+
+    A thread whose call runs past its timeout cannot be killed: it is set aside
+    as stuck and a new thread takes its place, up to `max_stuck_threads`
+    stuck threads; past that bound the pool shrinks until a stuck call returns.
+    """
+
+    name = "thread"
+
+    def __init__(self, config: Config, host: ExecutorHost) -> None:
+        self._host = host
+        self._size = config.max_workers
+        self._max_stuck = config.max_stuck_threads
+        self._queue: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = threading.Semaphore(0)
+        # Serving threads; a thread stuck past a timeout moves to _stuck.
+        self._serving: set[threading.Thread] = set()
+        self._stuck: set[object] = set()
+        self._closed = False
+        self._numbers = iter(range(1, 1 << 62))
+        self._shrunk_log = RateLimitedLog(logger, interval=10.0)
+
+    @property
+    def workers(self) -> int:
+        """Threads alive and serving."""
+        return len(self._serving)
+
+    @property
+    def stuck(self) -> int:
+        """Threads still running a call that timed out."""
+        return len(self._stuck)
+
+    def validate(self, deferred: Deferred[Any]) -> None:
+        """Every callable can run on a thread."""
+
+    def submit(self, attempt: Attempt) -> None:
+        """Queue the attempt; start a thread if none is idle and the pool has room."""
+        self._queue.put(attempt)
+        if self._idle.acquire(blocking=False) or len(self._serving) >= self._size:
+            return  # a thread will take it; checking the size first keeps the lock uncontended
+        with self._lock:
+            self._grow()
+
+    def expire(self, attempt: Attempt) -> None:
+        """Set aside the thread running this attempt and let another take its place."""
+        with self._lock:
+            thread = attempt.worker
+            if thread is None:  # it returned just now
+                return
+            self._serving.discard(thread)  # type: ignore[arg-type,unused-ignore]
+            self._stuck.add(thread)
+            stuck = len(self._stuck)
+            if stuck >= self._max_stuck:
+                logger.error(
+                    "jumpqueue: %d threads are stuck in calls past their timeout "
+                    "(max_stuck_threads=%d); the pool has %d of %d threads until they return",
+                    stuck,
+                    self._max_stuck,
+                    min(self._size, self._size + self._max_stuck - stuck),
+                    self._size,
+                )
+            if not self._queue.empty():
+                self._grow()
+
+    def close(self) -> None:
+        """Ask every serving thread to exit once its call returns."""
+        with self._lock:
+            self._closed = True
+            for _ in self._serving:
+                self._queue.put(None)
+
+    def _grow(self) -> None:
+        # Called with the lock held.
+        if self._closed or len(self._serving) >= self._size:
+            return
+        if len(self._serving) + len(self._stuck) >= self._size + self._max_stuck:
+            self._shrunk_log.warning(
+                "jumpqueue: no thread started: %d stuck threads hold the pool's spare room",
+                len(self._stuck),
+            )
+            return
+        thread = threading.Thread(
+            target=self._serve, name=f"jumpqueue-thread-{next(self._numbers)}", daemon=True
+        )
+        self._serving.add(thread)
+        thread.start()
+
+    def _serve(self) -> None:
+        me = threading.current_thread()
+        while True:
+            attempt = self._queue.get()
+            if attempt is None:
+                break
+            # Set before the attempt can start, so a timeout always finds its thread.
+            attempt.worker = me
+            if self._host.attempt_started(attempt):
+                self._run(attempt)
+            with self._lock:
+                attempt.worker = None
+                if me in self._stuck:
+                    # Set aside while it ran; a replacement serves in its place.
+                    self._stuck.discard(me)
+                    if not self._queue.empty():
+                        self._grow()
+                    return
+            self._idle.release()
+        with self._lock:
+            self._serving.discard(me)
+
+    def _run(self, attempt: Attempt) -> None:
+        try:
+            result = attempt.call()
+        except BaseException as error:  # noqa: BLE001 -- every outcome is reported, even exits
+            self._host.attempt_finished(attempt, None, error)
+        else:
+            self._host.attempt_finished(attempt, result, None)

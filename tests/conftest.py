@@ -1,0 +1,36 @@
+"""Shared fixtures: a fresh default runtime per test, and runtimes that always shut down."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import jumpqueue
+from jumpqueue import Config, Runtime
+
+RuntimeFactory = Callable[..., Runtime]
+
+
+@pytest.fixture(autouse=True)
+def default_runtime() -> Iterator[Runtime]:
+    """Each test gets its own default runtime, shut down after it."""
+    runtime = jumpqueue.configure(Config())
+    yield runtime
+    runtime.shutdown(timeout=5)
+
+
+@pytest.fixture
+def make_runtime() -> Iterator[RuntimeFactory]:
+    """Build runtimes from config options; every one is shut down after the test."""
+    made: list[Runtime] = []
+
+    def make(**options: Any) -> Runtime:
+        runtime = Runtime(Config(**options))
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.shutdown(timeout=5)

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from jumpqueue import OverloadedError, RuntimeClosedError, Status, task
+
+from .conftest import RuntimeFactory
+
+
+def fill(runtime_defer: object, gate: threading.Event, count: int) -> None:
+    for _ in range(count):
+        runtime_defer(gate.wait, 10)  # type: ignore[operator]
+
+
+def test_overload_reject_raises_with_retry_after_and_counts(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=2, on_overload="reject", overload_wait=3)
+    gate = threading.Event()
+    fill(runtime.defer, gate, 2)
+    with pytest.raises(OverloadedError, match="max_pending=2") as caught:
+        runtime.defer(print, "never")
+    assert caught.value.retry_after == 3
+    stats = runtime.stats()
+    assert stats.shed == {"reject": 1}
+    assert stats.submitted == 3
+    gate.set()
+
+
+def test_overload_drop_counts_and_warns_once_per_interval(
+    make_runtime: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="drop")
+    gate = threading.Event()
+    fill(runtime.defer, gate, 1)
+    dropped = [runtime.defer(print, i) for i in range(5)]
+    assert all(d.status is Status.SHED for d in dropped)
+    assert runtime.stats().shed == {"drop": 5}
+    warnings = [r for r in caplog.records if "backlog full" in r.getMessage()]
+    assert len(warnings) == 1
+    gate.set()
+
+
+def test_overload_inline_runs_in_the_caller(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="inline")
+    gate = threading.Event()
+    fill(runtime.defer, gate, 1)
+    inlined = runtime.defer(threading.get_ident)
+    assert inlined.status is Status.SUCCEEDED
+    assert inlined.result() == threading.get_ident()
+    stats = runtime.stats()
+    assert stats.inlined == 1
+    assert stats.succeeded == 1
+    gate.set()
+
+
+def test_overload_inline_failure_is_reported_not_raised(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="inline")
+    gate = threading.Event()
+    fill(runtime.defer, gate, 1)
+
+    def boom() -> None:
+        raise ValueError("inline failure")
+
+    failed = runtime.defer(boom)
+    assert failed.status is Status.FAILED
+    assert isinstance(failed.exception(), ValueError)
+    gate.set()
+
+
+def test_overload_inline_coroutine_inside_a_loop_goes_to_that_loop(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="inline")
+    gate = threading.Event()
+    fill(runtime.defer, gate, 1)
+
+    async def answer() -> int:
+        return 42
+
+    async def main() -> int:
+        deferred = runtime.defer(answer)
+        while not deferred.done():
+            await asyncio.sleep(0.001)
+        return deferred.result()
+
+    assert asyncio.run(main()) == 42
+    assert runtime.stats().inlined == 1
+    gate.set()
+
+
+def test_overload_wait_blocks_until_room(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="wait", overload_wait=10)
+    gate = threading.Event()
+    first = runtime.defer(gate.wait, 10)
+    admitted = threading.Event()
+    results: list[Status] = []
+
+    def waiter() -> None:
+        results.append(runtime.defer(print, end="").status)
+        admitted.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert not admitted.wait(0.05)  # still blocked: the backlog is full
+    gate.set()
+    assert admitted.wait(5)
+    thread.join(5)
+    assert first.result(timeout=5) is True
+    assert runtime.stats().waited == 1
+    assert results[0] in (Status.PENDING, Status.RUNNING, Status.SUCCEEDED)
+
+
+def test_overload_wait_gives_up_after_its_bound_and_rejects(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="wait", overload_wait=0.05)
+    gate = threading.Event()
+    fill(runtime.defer, gate, 1)
+    with pytest.raises(OverloadedError):
+        runtime.defer(print)
+    assert runtime.stats().shed == {"reject": 1}
+    assert runtime.stats().waited == 0
+    gate.set()
+
+
+def test_overload_wait_on_an_event_loop_rejects_without_blocking(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="wait", overload_wait=30)
+    gate = threading.Event()
+    fill(runtime.defer, gate, 1)
+
+    async def main() -> None:
+        with pytest.raises(OverloadedError):
+            runtime.defer(print)
+
+    asyncio.run(main())
+    gate.set()
+
+
+def test_overload_waiter_is_woken_by_shutdown(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="wait", overload_wait=30)
+    gate = threading.Event()
+    fill(runtime.defer, gate, 1)
+    errors: list[BaseException] = []
+    waiting = threading.Event()
+
+    def waiter() -> None:
+        waiting.set()
+        try:
+            runtime.defer(print)
+        except RuntimeClosedError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    waiting.wait(5)
+    runtime.shutdown(timeout=0)
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(errors) == 1
+    gate.set()
+
+
+def test_overload_task_policy_overrides_the_runtime_default(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="reject")
+    gate = threading.Event()
+    fill(runtime.defer, gate, 1)
+    best_effort = task(print).options(on_overload="drop")
+    assert runtime.defer(best_effort, "x").status is Status.SHED
+    gate.set()
+
+
+def test_overload_backlog_stays_bounded_and_recovers(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=2, max_pending=10, on_overload="drop")
+    gate = threading.Event()
+    peak = 0
+    handles = []
+    for _ in range(200):
+        handles.append(runtime.defer(gate.wait, 10))
+        stats = runtime.stats()
+        peak = max(peak, stats.in_flight)
+    assert peak == 10
+    gate.set()
+    for handle in handles:
+        handle.wait(5)
+    # After the spike, the runtime serves normally again without a restart.
+    assert runtime.defer(int, "7").result(timeout=5) == 7
+    stats = runtime.stats()
+    assert stats.in_flight == 0
+    assert stats.submitted == stats.finished == 201
+    assert stats.shed == {"drop": 190}

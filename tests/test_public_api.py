@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jumpqueue
+
+EXPECTED = [
+    "Config",
+    "ConfigurationError",
+    "Deferred",
+    "InvalidCallError",
+    "JumpQueueError",
+    "OverloadedError",
+    "Runtime",
+    "RuntimeClosedError",
+    "Stats",
+    "Status",
+    "Task",
+    "TaskNotRunError",
+    "TaskOptions",
+    "TaskTimeoutError",
+    "configure",
+    "defer",
+    "get_runtime",
+    "shutdown",
+    "stats",
+    "task",
+]
+
+
+def test_public_api_all_is_pinned_and_sorted() -> None:
+    assert sorted(jumpqueue.__all__) == jumpqueue.__all__
+    assert set(EXPECTED) <= set(jumpqueue.__all__)
+    for name in jumpqueue.__all__:
+        value = getattr(jumpqueue, name)
+        assert value.__doc__, f"{name} has no docstring"
+
+
+def test_public_api_exceptions_share_one_root() -> None:
+    errors = [getattr(jumpqueue, n) for n in jumpqueue.__all__ if n.endswith("Error")]
+    assert errors
+    for error in errors:
+        assert issubclass(error, jumpqueue.JumpQueueError)
+    assert issubclass(jumpqueue.ConfigurationError, ValueError)
+    assert issubclass(jumpqueue.InvalidCallError, TypeError)
+
+
+def test_public_api_import_uses_only_the_standard_library() -> None:
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import jumpqueue\n"
+        "tops = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(','.join(sorted(t for t in tops\n"
+        "    if t not in sys.stdlib_module_names and t != 'jumpqueue')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True, timeout=20
+    )
+    assert out.stdout.strip() == ""
