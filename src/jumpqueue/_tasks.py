@@ -36,6 +36,8 @@ class TaskOptions:
         on_overload: policy when the backlog is full, or None for the runtime's.
         always: run even when the request that deferred it failed.
         name: the task's name; by default the function's import path.
+        serializer: how arguments leave the process (journal, broker): "json",
+            or "pickle" to opt in; None for the runtime's setting.
 
     Raises:
         ConfigurationError: an option is out of range; the message names it.
@@ -49,6 +51,7 @@ class TaskOptions:
     on_overload: str | None = None
     always: bool = False
     name: str | None = None
+    serializer: str | None = None
 
     def __post_init__(self) -> None:
         if self.executor is not None and self.executor not in EXECUTORS:
@@ -78,6 +81,10 @@ class TaskOptions:
             raise ConfigurationError(f"always must be a bool, not {self.always!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise ConfigurationError(f"name must be a non-empty str, not {self.name!r}")
+        if self.serializer not in (None, "json", "pickle"):
+            raise ConfigurationError(
+                f"serializer must be 'json' or 'pickle', not {self.serializer!r}"
+            )
 
     @classmethod
     def build(cls, **values: Any) -> TaskOptions:
