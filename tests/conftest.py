@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +13,15 @@ import jumpqueue
 from jumpqueue import Config, Runtime
 
 RuntimeFactory = Callable[..., Runtime]
+
+
+def wait_until_waiting_for_room(runtime: Runtime, count: int = 1, timeout: float = 5.0) -> None:
+    """Block until `count` callers are blocked in the "wait" overload policy."""
+    deadline = time.monotonic() + timeout
+    while runtime._waiting_for_room < count:  # no public signal for this: read the gauge
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no caller waited for room within {timeout} s")
+        threading.Event().wait(0.001)
 
 
 @pytest.fixture(autouse=True)

@@ -89,3 +89,17 @@ def test_codec_json_refuses_what_it_would_change(
 def test_codec_serializer_option_is_validated() -> None:
     with pytest.raises(jumpqueue.ConfigurationError, match="serializer"):
         jumpqueue.task(serializer="yaml")
+
+
+@jumpqueue.task(retries=4)
+def retried_task(x: int) -> int:
+    return x
+
+
+def test_codec_renamed_copy_resolves_without_overwriting_the_task() -> None:
+    renamed = retried_task.options(name="tests.codec.renamed")
+    name = registered_name(renamed.fn, renamed.name)
+    assert name == f"{__name__}.retried_task"
+    known = known_task(name)
+    assert known is retried_task
+    assert known.task_options.retries == 4

@@ -7,7 +7,7 @@ import pytest
 
 from jumpqueue import OverloadedError, RuntimeClosedError, Status, task
 
-from .conftest import RuntimeFactory
+from .conftest import RuntimeFactory, wait_until_waiting_for_room
 
 
 def fill(runtime_defer: object, gate: threading.Event, count: int) -> None:
@@ -103,7 +103,8 @@ def test_overload_wait_blocks_until_room(make_runtime: RuntimeFactory) -> None:
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    assert not admitted.wait(0.05)  # still blocked: the backlog is full
+    wait_until_waiting_for_room(runtime)
+    assert not admitted.is_set()  # still blocked: the backlog is full
     gate.set()
     assert admitted.wait(5)
     thread.join(5)
@@ -155,6 +156,7 @@ def test_overload_waiter_is_woken_by_shutdown(make_runtime: RuntimeFactory) -> N
     thread = threading.Thread(target=waiter)
     thread.start()
     waiting.wait(5)
+    wait_until_waiting_for_room(runtime)
     runtime.shutdown(timeout=0)
     thread.join(5)
     assert not thread.is_alive()

@@ -6,7 +6,7 @@ import jumpqueue
 from jumpqueue import Status, task
 from jumpqueue._scope import RequestScope
 
-from .conftest import RuntimeFactory
+from .conftest import RuntimeFactory, wait_until_waiting_for_room
 
 
 def test_scope_holds_calls_until_release(make_runtime: RuntimeFactory) -> None:
@@ -85,3 +85,34 @@ def test_scope_hold_race_with_release_still_runs_the_call(make_runtime: RuntimeF
     held = runtime.defer(int, "1")  # no active scope: submitted at once
     assert held.result(timeout=5) == 1
     assert scope.hold(runtime, held) is False
+
+
+def test_scope_call_admitted_after_waiting_is_held_then_runs(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="wait", overload_wait=10)
+    gate = threading.Event()
+    first = runtime.defer(gate.wait, 10)
+    results: list[jumpqueue.Deferred[int]] = []
+    waiting = threading.Event()
+
+    def request() -> None:
+        scope = RequestScope()
+        token = scope.activate()
+        try:
+            waiting.set()
+            results.append(runtime.defer(int, "6"))  # waits for room, then is held
+        finally:
+            scope.deactivate(token)
+        assert results[0].status is Status.HELD
+        scope.release(succeeded=True)
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    assert waiting.wait(5)
+    wait_until_waiting_for_room(runtime)
+    gate.set()
+    thread.join(10)
+    assert first.result(timeout=5) is True
+    assert results[0].result(timeout=5) == 6
+    stats = runtime.stats()
+    assert stats.waited == 1
+    assert stats.in_flight == 0

@@ -12,24 +12,40 @@ from ._default import configure, defer, get_runtime, shutdown, stats
 from ._deferred import Deferred, Status
 from ._exceptions import (
     ConfigurationError,
+    HandOffError,
     InvalidCallError,
+    InvalidResponseError,
+    JournalError,
     JumpQueueError,
+    MemoryLimitError,
+    MiddlewareMissingError,
     OverloadedError,
+    RemoteTaskError,
+    ResponseStartedError,
     RuntimeClosedError,
     TaskNotRunError,
     TaskTimeoutError,
+    WorkerCrashedError,
 )
 from ._runtime import Runtime
 from ._stats import Stats
 from ._tasks import Task, TaskOptions, task
+from ._web import afinish_request, finish_request
 
 __all__ = [
     "Config",
     "ConfigurationError",
     "Deferred",
+    "HandOffError",
     "InvalidCallError",
+    "InvalidResponseError",
+    "JournalError",
     "JumpQueueError",
+    "MemoryLimitError",
+    "MiddlewareMissingError",
     "OverloadedError",
+    "RemoteTaskError",
+    "ResponseStartedError",
     "Runtime",
     "RuntimeClosedError",
     "Stats",
@@ -38,8 +54,11 @@ __all__ = [
     "TaskNotRunError",
     "TaskOptions",
     "TaskTimeoutError",
+    "WorkerCrashedError",
+    "afinish_request",
     "configure",
     "defer",
+    "finish_request",
     "get_runtime",
     "shutdown",
     "stats",

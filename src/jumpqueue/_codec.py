@@ -33,6 +33,9 @@ def registered_name(fn: Callable[..., Any], name: str) -> str:
     if known is not None and known.fn is fn:
         return name
     path = import_path(fn)
+    known = lookup(path)
+    if known is not None and known.fn is fn:
+        return path  # e.g. a task renamed by .options(name=...): its function is known
     hint = "; calls that leave the process must name a module-level function"
     if "<lambda>" in path:
         raise InvalidCallError(f"{name} is a lambda{hint}")

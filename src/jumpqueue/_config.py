@@ -6,12 +6,18 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ConfigurationError
+from .backends import check_backend
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 #: What a full backlog does to a new call; the one registry every spelling goes through.
-OVERLOAD_POLICIES = ("wait", "reject", "drop", "inline")
+OVERLOAD_POLICIES = ("wait", "reject", "drop", "inline", "spill")
+#: What a call does when its backend cannot take it: run here, spill to the journal, or fail.
+HANDOFF_POLICIES = ("local", "journal", "raise")
 
 ENV_PREFIX = "JUMPQUEUE_"
 
@@ -20,6 +26,14 @@ START_METHODS = ("forkserver", "spawn", "fork")
 #: A smaller address space cannot even start an interpreter.
 MIN_MEMORY_LIMIT = 16 * 1024**2
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+#: How the journal syncs its commits: FULL survives power loss, NORMAL only a crash.
+JOURNAL_SYNCHRONOUS = ("FULL", "NORMAL")
+#: What happens to a call that cannot be journaled (see `Config.on_journal_error`).
+JOURNAL_ERROR_POLICIES = ("memory", "overload")
+# _codec.SERIALIZERS, which this module cannot import: the codec imports it, through _tasks.
+_SERIALIZERS = ("json", "pickle")
+#: A lease renewed less often than this would have to be renewed all the time.
+MIN_JOURNAL_LEASE = 1.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -32,7 +46,7 @@ class Config:
         max_pending: calls admitted and not yet finished (held, pending or
             running); past it the overload policy decides.
         on_overload: default policy when the backlog is full: "wait",
-            "reject", "drop" or "inline".
+            "reject", "drop", "inline", or "spill" (to the journal; needs `journal`).
         overload_wait: seconds the "wait" policy blocks before it rejects.
         task_timeout: default seconds a call may run, or None for no limit.
         shutdown_timeout: seconds shutdown waits for running and pending calls.
@@ -49,6 +63,29 @@ class Config:
             None to keep it.
         start_method: "forkserver", "spawn" or "fork"; None for forkserver
             where the platform has it, else spawn.
+        backend: where admitted calls go instead of the local pools: None for
+            the local pools, a URL such as "rq+redis://127.0.0.1:6379/0" or
+            "celery+amqp://guest:guest@127.0.0.1:5672//", or a backend object
+            (`jumpqueue.backends.rq.RQBackend(...)`).
+        backend_queue: the engine's queue to send to; None for "default" with
+            RQ and the Celery app's default queue with Celery.
+        handoff_timeout: seconds one hand-off may take to connect and send.
+        on_handoff_error: default fallback for a call the backend cannot take:
+            "local" (run it in the local pools), "journal" (spill it to the
+            journal, to forward later), or "raise" (fail it with `HandOffError`).
+        journal: path of the SQLite journal that keeps accepted calls across
+            crashes and restarts, or None (the default) to touch no disk.
+        journal_synchronous: "FULL" (a commit survives power loss) or
+            "NORMAL" (it survives a crash of the process, not of the machine).
+        serializer: how journaled arguments are stored: "json", or "pickle"
+            to opt in for every task (`TaskOptions.serializer` overrides it).
+        journal_retention: seconds done and skipped records are kept; failed
+            and quarantined ones are kept until purged.
+        journal_lease: seconds a process owns a record without renewing its
+            lease (it renews it every third of that while it lives).
+        on_journal_error: when the journal cannot be written (full disk,
+            read-only file): "memory" runs the call without it; "overload"
+            applies the task's overload policy as if the backlog were full.
 
     Raises:
         ConfigurationError: a value is out of range; the message names the field.
@@ -67,6 +104,17 @@ class Config:
     max_tasks_per_child: int | None = None
     process_idle_timeout: float | None = 300.0
     start_method: str | None = None
+    # Not in the repr: a broker URL may carry a password.
+    backend: str | Backend | None = dataclasses.field(default=None, repr=False)
+    backend_queue: str | None = None
+    handoff_timeout: float = 2.0
+    on_handoff_error: str = "local"
+    journal: str | None = None
+    journal_synchronous: str = "FULL"
+    serializer: str = "json"
+    journal_retention: float = 7 * 24 * 3600.0
+    journal_lease: float = 30.0
+    on_journal_error: str = "memory"
 
     def __post_init__(self) -> None:
         for name in ("max_workers", "max_async", "max_pending"):
@@ -91,6 +139,42 @@ class Config:
             raise ConfigurationError(
                 f"start_method must be one of {', '.join(START_METHODS)} or None, "
                 f"not {self.start_method!r}"
+            )
+        check_backend("backend", self.backend)
+        if self.backend_queue is not None and (
+            not isinstance(self.backend_queue, str) or not self.backend_queue
+        ):
+            raise ConfigurationError(
+                f"backend_queue must be a non-empty str or None, not {self.backend_queue!r}"
+            )
+        check_seconds("handoff_timeout", self.handoff_timeout, allow_zero=False)
+        check_handoff_policy("on_handoff_error", self.on_handoff_error)
+        self._check_journal()
+
+    def _check_journal(self) -> None:
+        journal: object = self.journal
+        if isinstance(journal, os.PathLike):
+            journal = os.fspath(journal)
+        if journal is not None:
+            if not isinstance(journal, str) or not journal.strip():
+                raise ConfigurationError(f"journal must be a file path or None, not {journal!r}")
+            object.__setattr__(self, "journal", os.path.expanduser(journal))
+        synchronous: object = self.journal_synchronous
+        if isinstance(synchronous, str):
+            object.__setattr__(self, "journal_synchronous", synchronous.upper())
+        _check_choice("journal_synchronous", self.journal_synchronous, JOURNAL_SYNCHRONOUS)
+        _check_choice("serializer", self.serializer, _SERIALIZERS)
+        _check_choice("on_journal_error", self.on_journal_error, JOURNAL_ERROR_POLICIES)
+        check_seconds("journal_retention", self.journal_retention, allow_zero=False)
+        check_seconds("journal_lease", self.journal_lease, allow_zero=False)
+        if self.journal_lease < MIN_JOURNAL_LEASE:
+            raise ConfigurationError(
+                f"journal_lease must be >= {MIN_JOURNAL_LEASE} seconds, not {self.journal_lease!r}"
+            )
+        if self.on_overload == "spill" and self.journal is None:
+            raise ConfigurationError(
+                "on_overload='spill' writes calls to the journal: "
+                "it needs journal='path/to/file.db'"
             )
 
     @classmethod
@@ -123,7 +207,9 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed, validated like a new one."""
-        return type(self).build(**{**dataclasses.asdict(self), **changes})
+        # Not dataclasses.asdict(): it deep-copies, and a backend object is shared, not copied.
+        current = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return type(self).build(**{**current, **changes})
 
 
 def check_policy(name: str, value: object) -> None:
@@ -132,6 +218,19 @@ def check_policy(name: str, value: object) -> None:
         raise ConfigurationError(
             f"{name} must be one of {', '.join(OVERLOAD_POLICIES)}, not {value!r}"
         )
+
+
+def check_handoff_policy(name: str, value: object) -> None:
+    """Raise `ConfigurationError` unless value names a known hand-off fallback."""
+    if value not in HANDOFF_POLICIES:
+        raise ConfigurationError(
+            f"{name} must be one of {', '.join(HANDOFF_POLICIES)}, not {value!r}"
+        )
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

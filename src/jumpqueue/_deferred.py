@@ -15,13 +15,18 @@ if TYPE_CHECKING:
     import asyncio
     import contextvars
 
+    from ._journal_store import Record
     from ._tasks import TaskOptions
 
 R = TypeVar("R")
 
 
 class Status(str, enum.Enum):
-    """Where a deferred call is in its life; the last six are final."""
+    """Where a deferred call is in its life; every status after RUNNING is final.
+
+    HANDED_OFF is final for this process: the call went to a distributed engine
+    (`backend=`), which now owns its outcome.
+    """
 
     HELD = "held"
     PENDING = "pending"
@@ -32,6 +37,8 @@ class Status(str, enum.Enum):
     SHED = "shed"
     SKIPPED = "skipped"
     ABANDONED = "abandoned"
+    JOURNALED = "journaled"
+    HANDED_OFF = "handed_off"
 
     def __str__(self) -> str:
         return self.value
@@ -47,7 +54,7 @@ def is_live(status: Status) -> bool:
     return status is Status.HELD or status is Status.PENDING or status is Status.RUNNING
 
 
-_NOT_RUN = (Status.SHED, Status.SKIPPED, Status.ABANDONED)
+_NOT_RUN = (Status.SHED, Status.SKIPPED, Status.ABANDONED, Status.JOURNALED)
 # Waiting is rare next to deferring, so a handle creates its Event only when waited on.
 _events_lock = threading.Lock()
 _id_prefix = os.urandom(8).hex()
@@ -77,6 +84,7 @@ class Deferred(Generic[R]):
     __slots__ = (
         "_done",
         "_exception",
+        "_record",
         "_result",
         "_status",
         "args",
@@ -116,6 +124,8 @@ class Deferred(Generic[R]):
         self._result: Any = None
         self._exception: BaseException | None = None
         self._done: threading.Event | None = None
+        #: The call as the journal stores it, when the runtime has a journal.
+        self._record: Record | None = None
 
     def __repr__(self) -> str:
         return f"<Deferred {self.id} {self.name} {self._status.value}>"
@@ -149,7 +159,9 @@ class Deferred(Generic[R]):
         Raises:
             TimeoutError: the call was not final within `timeout`.
             TaskTimeoutError: the call ran past its own timeout.
-            TaskNotRunError: the call was shed, skipped or abandoned.
+            TaskNotRunError: the call was shed, skipped or abandoned; or it was
+                handed off to a backend (status "handed_off"), whose engine holds
+                its outcome, under the same id.
             Exception: whatever the call itself raised.
         """
         error = self.exception(timeout)
@@ -173,6 +185,12 @@ class Deferred(Generic[R]):
         # The outcome is written before the final status that publishes it.
         if error is None and status is Status.TIMED_OUT:
             error = TaskTimeoutError(f"{self.name} [{self.id}] ran past its timeout")
+        elif error is None and status is Status.JOURNALED:
+            error = TaskNotRunError(
+                f"{self.name} [{self.id}] was journaled: it runs from the journal, "
+                "which records its outcome",
+                status=status,
+            )
         elif error is None and status in _NOT_RUN:
             error = TaskNotRunError(f"{self.name} [{self.id}] was {status.value}", status=status)
         self._result = result

@@ -12,19 +12,32 @@ import random
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _intercept
 from ._config import Config, check_seconds
 from ._deferred import Deferred, Status, is_live
-from ._exceptions import InvalidCallError, OverloadedError, RuntimeClosedError, TaskTimeoutError
+from ._exceptions import (
+    ConfigurationError,
+    HandOffError,
+    InvalidCallError,
+    OverloadedError,
+    RuntimeClosedError,
+    TaskNotRunError,
+    TaskTimeoutError,
+)
 from ._ratelimit import RateLimitedLog
 from ._scheduler import Scheduler
 from ._scope import current_scope
 from ._stats import Stats
 from ._tasks import DEFAULT_OPTIONS, Task, callable_info, check_arguments, check_callable
+from .backends import open_backend
 from .executors import EXECUTORS
 from .executors._base import Attempt, Executor
+
+if TYPE_CHECKING:
+    from ._journal import Journal
+    from ._scope import RequestScope
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,14 +52,21 @@ _COUNTERS = (
     "inlined",
     "shed_drop",
     "shed_reject",
+    "spilled",
+    "recovered",
+    "journal_fallbacks",
     *(status.value for status in Status if status.final),
 )
 # What _admit decided.
-_ADMITTED, _INLINE, _SHED = "admitted", "inline", "shed"
+_ADMITTED, _INLINE, _SHED, _SPILL = "admitted", "inline", "shed", "spill"
 #: Longest wait between two retries, whatever the backoff doubles to.
 MAX_RETRY_DELAY = 300.0
 #: Abandoned calls named one by one in the shutdown warning; the rest are counted.
 _NAMED_IN_LOG = 20
+#: Longest shutdown waits for the journal to write its last marks.
+_JOURNAL_CLOSE_WAIT = 5.0
+#: Per-backend counters in `stats().backends`.
+_HANDOFF_COUNTERS = ("handed_off", "handoff_failures", "handoff_fallbacks")
 
 
 class Runtime:
@@ -77,6 +97,18 @@ class Runtime:
         self._stopped = threading.Event()
         self._shed_log = RateLimitedLog(logger, interval=10.0)
         self._loop_wait_log = RateLimitedLog(logger, interval=60.0)
+        # Backend hand-off (None: every call stays in the local pools).
+        self._backend = open_backend(self.config, self)
+        self._handoff_counts: dict[str, dict[str, int]] = {}
+        if self._backend is not None:
+            self._handoff_counts[self._backend.name] = dict.fromkeys(_HANDOFF_COUNTERS, 0)
+        self._fallback_log = RateLimitedLog(logger, interval=10.0)
+        # The journal opens its file on first use, in the process that uses it.
+        self._journal: Journal | None = None
+        if self.config.journal is not None:
+            from ._journal import Journal  # noqa: PLC0415 -- sqlite3 only for those who journal
+
+            self._journal = Journal(self.config, self)
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "closing" if self._closing else "open"
@@ -130,28 +162,37 @@ class Runtime:
         )
         executor = self._executors.get(executor_name) or self._executor(executor_name)
         executor.validate(deferred)
+        if self._backend is not None:
+            # Checked for both: a call the backend cannot take may fall back to the local pool.
+            self._backend.validate(deferred)
+            executor = self._backend
+        journal = self._prepare_journal(deferred)
         interceptor = _intercept.active
         if interceptor is not None:
             return interceptor(deferred)
         holder = scope if scope is not None and not scope.released else None
-        outcome = self._admit(deferred, hold=holder is not None)
+        refused = journal is not None and journal.refusing
+        outcome = self._admit(deferred, hold=holder is not None, refused=refused)
         if outcome is _ADMITTED:
             if holder is None:
+                self._journal_commit([deferred])
                 executor.submit(Attempt(deferred, 1))
             elif not holder.hold(self, deferred):  # released since we looked
                 self.release_held(deferred, run=True)
         elif outcome is _INLINE:
             self._run_inline(deferred)
+        elif outcome is _SPILL:
+            self._spill(deferred, holder)
         return deferred
 
-    def _admit(self, deferred: Deferred[Any], *, hold: bool) -> str:
+    def _admit(self, deferred: Deferred[Any], *, hold: bool, refused: bool = False) -> str:
         config = self.config
         counts = self._counts
         with self._lock:
             if self._closing:
                 raise RuntimeClosedError(f"the runtime is shut down; {deferred.name} not accepted")
             counts["submitted"] += 1
-            if len(self._in_flight) < config.max_pending:
+            if len(self._in_flight) < config.max_pending and not refused:
                 self._in_flight.add(deferred)
                 if hold:
                     self._held += 1
@@ -160,12 +201,18 @@ class Runtime:
                     self._pending += 1
                 return _ADMITTED
             counts["submitted"] -= 1  # counted below, once the policy has decided
-            policy = self._overloaded(deferred)
+            policy = self._overloaded(deferred, refused=refused)
+            if policy == "spill":
+                return _SPILL  # counted with its outcome, once written
             counts["submitted"] += 1
             if policy == "wait":  # and room was found
                 counts["waited"] += 1
                 self._in_flight.add(deferred)
-                self._pending += 1
+                if hold:
+                    self._held += 1
+                    deferred._status = Status.HELD
+                else:
+                    self._pending += 1
                 return _ADMITTED
             if policy == "inline":
                 counts["inlined"] += 1
@@ -189,9 +236,12 @@ class Runtime:
             )
         return _SHED
 
-    def _overloaded(self, deferred: Deferred[Any]) -> str:
-        # Called with the lock held and the backlog full: the policy that applies now.
+    def _overloaded(self, deferred: Deferred[Any], *, refused: bool = False) -> str:
+        # Called with the lock held and the backlog full (or the journal refusing, which
+        # neither waiting for room nor spilling can help): the policy that applies now.
         policy = deferred.options.on_overload or self.config.on_overload
+        if refused and policy in ("wait", "spill"):
+            return "reject"
         if policy != "wait":
             return policy
         if _running_loop() is not None:
@@ -212,6 +262,68 @@ class Runtime:
         if self._closing:
             raise RuntimeClosedError(f"the runtime shut down while {deferred.name} waited")
         return "wait" if room else "reject"
+
+    def _prepare_journal(self, deferred: Deferred[Any]) -> Journal | None:
+        # Encode the call for the journal now, so that bad input fails in the caller.
+        journal = self._journal
+        if journal is not None:
+            journal.prepare(deferred)
+        elif deferred.options.on_overload == "spill":
+            raise ConfigurationError(
+                f"{deferred.name}: on_overload='spill' writes calls to the journal, and "
+                "none is configured (journal='path/to/file.db')"
+            )
+        return journal
+
+    def _spill(self, deferred: Deferred[Any], holder: RequestScope | None) -> None:
+        # The backlog is full and the policy spills: the call goes to the journal, to run
+        # when there is room (in a request: once the request has succeeded).
+        journal, record = self._journal, deferred._record
+        written = (
+            journal is not None
+            and record is not None
+            and journal.spill(record, held=holder is not None)
+        )
+        with self._lock:
+            self._counts["submitted"] += 1
+            if written:
+                self._counts["spilled"] += 1
+                self._counts["journaled"] += 1
+                deferred._resolve(Status.JOURNALED, None, None)
+            else:
+                self._counts["journal_fallbacks"] += 1
+                self._counts["shed_reject"] += 1
+                deferred._resolve(Status.SHED, None, None)
+        if not written:
+            raise OverloadedError(
+                f"backlog full (max_pending={self.config.max_pending}) and the journal "
+                f"cannot be written; {deferred.name} [{deferred.id}] rejected",
+                retry_after=max(1.0, self.config.overload_wait),
+            )
+        if holder is not None and not holder.hold(self, deferred):
+            self.release_held(deferred, run=True)
+
+    def seal_held(self, deferreds: list[Deferred[Any]]) -> None:
+        """Write held calls to the journal in one transaction (a request's group commit).
+
+        `RequestScope.seal()` calls it just before the response's last byte is
+        handed to the server; without a journal it does nothing.
+        """
+        if self._journal is not None:
+            self._journal_commit([d for d in deferreds if d._status is Status.HELD])
+
+    def _journal_commit(self, deferreds: list[Deferred[Any]]) -> None:
+        journal = self._journal
+        records = [
+            record
+            for record in (deferred._record for deferred in deferreds)
+            if record is not None and not record.written
+        ]
+        if journal is not None and records:
+            unwritten = journal.commit(records)
+            if unwritten:  # they run without it (on_journal_error="memory", or too late)
+                with self._lock:
+                    self._counts["journal_fallbacks"] += unwritten
 
     def _run_inline(self, deferred: Deferred[Any]) -> None:
         if deferred.loop is not None:
@@ -234,6 +346,10 @@ class Runtime:
 
     def release_held(self, deferred: Deferred[Any], *, run: bool) -> None:
         """Hand over (or skip) a call its request scope held; never blocks."""
+        if deferred._status is Status.JOURNALED:  # spilled during the request
+            if self._journal is not None and deferred._record is not None:
+                self._journal.release_spilled(deferred._record, run=run)
+            return
         with self._lock:
             if deferred.status is not Status.HELD:
                 return  # abandoned by shutdown meanwhile
@@ -250,7 +366,90 @@ class Runtime:
             logger.info("jumpqueue: %s [%s] %s", deferred.name, deferred.id, deferred.status)
 
     def _dispatch(self, deferred: Deferred[Any]) -> None:
+        if self._backend is not None and deferred.attempts == 0:
+            # A call that fell back and started here retries here.
+            self._backend.submit(Attempt(deferred, 1))
+            return
         self._executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
+
+    # -- backend hand-off (the backend's sender thread calls these) ---------------------------
+
+    def handed_off(self, attempt: Attempt, backend: str) -> None:
+        """The backend's engine has the call: it is final here, as "handed_off"."""
+        deferred = attempt.deferred
+        with self._lock:
+            self._handoff_counts[backend]["handed_off"] += 1
+            late = deferred._status is not Status.PENDING
+            if not late:
+                error = TaskNotRunError(
+                    f"{deferred.name} [{deferred.id}] was handed off to {backend}; its outcome "
+                    f"is {backend}'s, under the same id",
+                    status=Status.HANDED_OFF.value,
+                )
+                self._settle_locked(deferred, Status.HANDED_OFF, None, error)
+        if late:
+            logger.warning(
+                "jumpqueue: %s [%s] reached %s after it was %s here",
+                deferred.name,
+                deferred.id,
+                backend,
+                deferred.status,
+            )
+        else:
+            deferred._notify()
+
+    def handoff_failed(
+        self, attempt: Attempt, backend: str, error: BaseException, *, sent: bool
+    ) -> None:
+        """The backend could not take the call: apply its fallback ("local", "journal", "raise")."""
+        deferred = attempt.deferred
+        policy = deferred.options.on_handoff_error or self.config.on_handoff_error
+        with self._lock:
+            counts = self._handoff_counts[backend]
+            counts["handoff_failures"] += sent
+            if deferred._status is not Status.PENDING:
+                return  # settled meanwhile (abandoned by a shutdown)
+            counts["handoff_fallbacks"] += 1
+        if policy == "journal" and not self._spill_handoff(deferred):
+            self._fallback_log.warning(
+                "jumpqueue: on_handoff_error='journal' but no journal is configured; "
+                "running %s locally instead",
+                deferred.name,
+            )
+            policy = "local"
+        if policy == "journal":
+            return
+        self._fallback_log.warning(
+            "jumpqueue: %s [%s] not handed off to %s (%s: %s); %s",
+            deferred.name,
+            deferred.id,
+            backend,
+            type(error).__name__,
+            error,
+            "running it locally" if policy == "local" else "failing it (on_handoff_error='raise')",
+        )
+        if policy == "local":
+            self._executor(deferred.executor).submit(Attempt(deferred, 1))
+            return
+        failure = HandOffError(
+            f"{deferred.name} [{deferred.id}] could not be handed off to {backend}: "
+            f"{type(error).__name__}: {error}",
+            backend=backend,
+        )
+        failure.__cause__ = error
+        self._settle(deferred, Status.FAILED, None, failure)
+
+    def _spill_handoff(self, deferred: Deferred[Any]) -> bool:
+        """Spill a call its backend could not take to the journal, to forward it later.
+
+        False when there is no journal to spill to (the caller runs it locally).
+        """
+        # TODO(journal): when a journal is configured, write the call to it here (its
+        # name, encoded arguments and options, as for the "spill" overload policy) and
+        # let the journal own it: the runtime that recovers it dispatches it again, and
+        # _dispatch() forwards a never-started call to the backend.
+        del deferred
+        return False
 
     def attempt_started(self, attempt: Attempt) -> bool:
         """Executors call this when an attempt begins; False means skip it."""
@@ -263,6 +462,8 @@ class Runtime:
             self._pending -= 1
             self._running += 1
             deferred._status = Status.RUNNING
+        if deferred._record is not None and self._journal is not None:
+            self._journal.started(deferred._record)
         timeout = deferred.options.timeout or self.config.task_timeout
         if timeout is not None and timeout != math.inf:
             attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))
@@ -351,6 +552,8 @@ class Runtime:
         # Called with the lock held; the caller notifies the handle's waiters after.
         self._move(deferred, status)
         deferred._resolve(status, result, error)
+        if deferred._record is not None and self._journal is not None:
+            self._journal.settled(deferred._record, status, error)
 
     def _move(self, deferred: Deferred[Any], status: Status) -> None:
         # Called with the lock held: the one place gauges and final counters change.
@@ -385,6 +588,45 @@ class Runtime:
                     self._executors[name] = executor
         return executor
 
+    # -- the journal -------------------------------------------------------------------------
+
+    @property
+    def journaled(self) -> bool:
+        """True if this runtime writes the calls it accepts to a journal."""
+        return self._journal is not None
+
+    def open_journal(self, timeout: float = 10.0) -> bool:
+        """Open the journal now, and take up what it holds for this process to run.
+
+        The journal otherwise opens at the first `defer()`; a server calls this
+        once a worker process has started, so that the calls a crashed process
+        left behind run without waiting for new ones. True if it takes writes;
+        False with no journal configured, or while it cannot be written.
+        """
+        return self._journal is not None and self._journal.open(timeout)
+
+    def adopt(self, deferred: Deferred[Any]) -> bool:
+        """Run a call taken up from the journal here; False if the runtime is shutting down.
+
+        Raises:
+            InvalidCallError: its executor cannot run it.
+        """
+        self._executor(deferred.executor).validate(deferred)
+        with self._lock:
+            if self._closing:
+                return False
+            self._counts["submitted"] += 1
+            self._counts["recovered"] += 1
+            self._in_flight.add(deferred)
+            self._pending += 1
+        self._dispatch(deferred)
+        return True
+
+    def journal_room(self) -> int:
+        """Calls the backlog can take now (the journal takes up no more than that)."""
+        with self._lock:
+            return 0 if self._closing else self.config.max_pending - len(self._in_flight)
+
     # -- observation and shutdown ------------------------------------------------------------
 
     def stats(self) -> Stats:
@@ -412,6 +654,13 @@ class Runtime:
                 running=self._running,
                 workers=sum(executor.workers for executor in self._executors.values()),
                 stuck_threads=sum(executor.stuck for executor in self._executors.values()),
+                handed_off=counts["handed_off"],
+                journaled=counts["journaled"],
+                spilled=counts["spilled"],
+                recovered=counts["recovered"],
+                journal_fallbacks=counts["journal_fallbacks"],
+                journal_degraded=self._journal is not None and self._journal.degraded,
+                backends={name: dict(values) for name, values in self._handoff_counts.items()},
             )
 
     def shutdown(self, timeout: float | None = None) -> None:
@@ -440,29 +689,49 @@ class Runtime:
                 self._drained.wait_for(lambda: not self._in_flight, timeout)
                 leftovers = list(self._in_flight)
                 for deferred in leftovers:
-                    self._settle_locked(deferred, Status.ABANDONED, None, None)
+                    self._settle_locked(deferred, self._left_over(deferred), None, None)
         if not first:
             self._stopped.wait(timeout)
             return
         for deferred in leftovers:
             deferred._notify()
-        if leftovers:
+        abandoned = [d for d in leftovers if d._status is Status.ABANDONED]
+        if len(abandoned) < len(leftovers):
+            logger.warning(
+                "jumpqueue: shutdown after %.1f s left %d journaled call(s) in the journal "
+                "for the next start",
+                timeout,
+                len(leftovers) - len(abandoned),
+            )
+        if abandoned:
             logger.warning(
                 "jumpqueue: shutdown after %.1f s abandoned %d call(s): %s",
                 timeout,
-                len(leftovers),
-                ", ".join(f"{d.name} [{d.id}]" for d in leftovers[:_NAMED_IN_LOG])
+                len(abandoned),
+                ", ".join(f"{d.name} [{d.id}]" for d in abandoned[:_NAMED_IN_LOG])
                 + (
-                    f" and {len(leftovers) - _NAMED_IN_LOG} more"
-                    if len(leftovers) > _NAMED_IN_LOG
+                    f" and {len(abandoned) - _NAMED_IN_LOG} more"
+                    if len(abandoned) > _NAMED_IN_LOG
                     else ""
                 ),
             )
         self._scheduler.stop()
+        if self._backend is not None:
+            self._backend.close()
         for executor in list(self._executors.values()):
             executor.close()
+        if self._journal is not None:
+            self._journal.close(_JOURNAL_CLOSE_WAIT)
         self._stopped.set()
         atexit.unregister(self._shutdown_at_exit)
+
+    def _left_over(self, deferred: Deferred[Any]) -> Status:
+        # Called with the lock held at shutdown: a journaled call stays for the next start.
+        record = deferred._record
+        if record is None or not record.written or self._journal is None:
+            return Status.ABANDONED
+        self._journal.left_over(record, running=deferred._status is Status.RUNNING)
+        return Status.JOURNALED
 
     async def ashutdown(self, timeout: float | None = None) -> None:
         """`shutdown()` for coroutines: waits without blocking the event loop.

@@ -6,6 +6,7 @@ been handed to the server; the core only knows that calls are held until then.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import threading
@@ -29,11 +30,17 @@ around_calls: contextvars.ContextVar[
 
 
 class RequestScope:
-    """Holds the calls deferred during one request until `release()`."""
+    """Holds the calls deferred during one request until `release()`.
+
+    With a journal, `seal()` writes them to it first, in one transaction per
+    runtime: the web layer seals right before the response's last byte goes to
+    the server, so that an acknowledged request's work is on disk.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: list[tuple[Runtime, Deferred[Any]]] = []
+        self._sealed = 0  # how many of _held were sealed
         self._released = False
 
     @property
@@ -60,12 +67,45 @@ class RequestScope:
             self._held.append((runtime, deferred))
             return True
 
+    def seal(self) -> None:
+        """Write the held calls not yet written to their journals; never runs them.
+
+        One transaction per runtime (the group commit of a response); it may be
+        called again for calls deferred since (a streamed body). Without a
+        journal it does nothing. A journal that cannot be written makes the
+        calls fall back (see `Config.on_journal_error`); it never raises.
+        """
+        self._seal(always_only=False)
+
+    async def aseal(self) -> None:
+        """`seal()` for coroutines: the commit is waited for in a thread, not on the loop.
+
+        Concurrent requests of one event loop then share their commits.
+        """
+        if any(runtime.journaled for runtime, _ in self._held[self._sealed :]):
+            await asyncio.to_thread(self.seal)
+
+    def _seal(self, *, always_only: bool) -> None:
+        with self._lock:
+            if self._released:
+                return
+            fresh, self._sealed = self._held[self._sealed :], len(self._held)
+        by_runtime: dict[Runtime, list[Deferred[Any]]] = {}
+        for runtime, deferred in fresh:
+            if deferred.options.always or not always_only:
+                by_runtime.setdefault(runtime, []).append(deferred)
+        for runtime, deferreds in by_runtime.items():
+            runtime.seal_held(deferreds)
+
     def release(self, *, succeeded: bool) -> None:
         """Hand the held calls over to their runtimes; idempotent.
 
         All of them run if the request succeeded; otherwise only those of tasks
-        with `always=True`, and the rest are skipped (counted and logged).
+        with `always=True`, and the rest are skipped (counted and logged). Calls
+        not sealed yet are sealed first (those that will run).
         """
+        if self._sealed < len(self._held):
+            self._seal(always_only=not succeeded)
         with self._lock:
             if self._released:
                 return

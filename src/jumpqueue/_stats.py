@@ -15,16 +15,29 @@ class Stats:
     `submitted == finished + in_flight` always holds.
 
     Attributes:
-        submitted: calls accepted by `defer()` (including those then shed).
+        submitted: calls accepted by `defer()` (including those then shed), and
+            calls taken up from the journal to run here (see `recovered`).
         started: attempts started (a retried call starts more than once).
         succeeded, failed, timed_out, skipped, abandoned: calls in that final state.
+        handed_off: calls handed to a backend (final here; the engine runs them).
+        journaled: calls final here as "journaled": spilled, or left in the
+            journal by a shutdown; they run from the journal.
         retried: retries scheduled.
         shed: calls shed by a full backlog, by the policy that shed them.
         inlined: calls the "inline" policy ran in the caller.
         waited: calls the "wait" policy admitted after waiting for room.
+        spilled: calls the "spill" policy wrote to the journal (also `journaled`).
+        recovered: journal records taken up to run here: left by a process that
+            died or shut down, or spilled (also in `submitted`).
+        journal_fallbacks: calls that could not be journaled (full disk,
+            unwritable file): run without the journal, or given the overload policy.
+        journal_degraded: True while journal writes fail.
         held, pending, running: calls in that state now.
-        workers: threads (and later processes) serving now.
+        workers: threads and child processes serving now.
         stuck_threads: threads still running calls that timed out.
+        backends: per backend name ("rq", "celery"), its hand-off counters:
+            `handed_off`, `handoff_failures` (sends the broker did not take) and
+            `handoff_fallbacks` (calls that took the task's fallback instead).
     """
 
     submitted: int = 0
@@ -35,14 +48,21 @@ class Stats:
     timed_out: int = 0
     skipped: int = 0
     abandoned: int = 0
+    handed_off: int = 0
+    journaled: int = 0
     shed: Mapping[str, int] = dataclasses.field(default_factory=dict)
     inlined: int = 0
     waited: int = 0
+    spilled: int = 0
+    recovered: int = 0
+    journal_fallbacks: int = 0
+    journal_degraded: bool = False
     held: int = 0
     pending: int = 0
     running: int = 0
     workers: int = 0
     stuck_threads: int = 0
+    backends: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def in_flight(self) -> int:
@@ -59,8 +79,14 @@ class Stats:
             + sum(self.shed.values())
             + self.skipped
             + self.abandoned
+            + self.handed_off
+            + self.journaled
         )
 
     def as_dict(self) -> dict[str, object]:
         """The snapshot as plain data (for JSON, logs, a status page)."""
-        return {**dataclasses.asdict(self), "shed": dict(self.shed)}
+        return {
+            **dataclasses.asdict(self),
+            "shed": dict(self.shed),
+            "backends": {name: dict(counts) for name, counts in self.backends.items()},
+        }

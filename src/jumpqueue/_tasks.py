@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from ._config import check_policy, check_seconds
+from ._config import check_handoff_policy, check_policy, check_seconds
 from ._exceptions import ConfigurationError, InvalidCallError
 from .executors import EXECUTORS
 
@@ -38,6 +38,8 @@ class TaskOptions:
         name: the task's name; by default the function's import path.
         serializer: how arguments leave the process (journal, broker): "json",
             or "pickle" to opt in; None for the runtime's setting.
+        on_handoff_error: what happens when the backend cannot take the call:
+            "local", "journal" or "raise"; None for the runtime's setting.
 
     Raises:
         ConfigurationError: an option is out of range; the message names it.
@@ -52,6 +54,7 @@ class TaskOptions:
     always: bool = False
     name: str | None = None
     serializer: str | None = None
+    on_handoff_error: str | None = None
 
     def __post_init__(self) -> None:
         if self.executor is not None and self.executor not in EXECUTORS:
@@ -85,6 +88,8 @@ class TaskOptions:
             raise ConfigurationError(
                 f"serializer must be 'json' or 'pickle', not {self.serializer!r}"
             )
+        if self.on_handoff_error is not None:
+            check_handoff_policy("on_handoff_error", self.on_handoff_error)
 
     @classmethod
     def build(cls, **values: Any) -> TaskOptions:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from . import _journal_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -12,12 +15,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jumpqueue", description="Respond now, work after.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="show a traffic spike absorbed and healed, live")
-    demo.add_argument("--seconds", type=float, default=12.0, help="how long the demo runs")
+    demo.add_argument("--seconds", type=float, default=None, help="shorten or stretch the demo")
+    demo.add_argument("--plot", type=Path, default=None, help="write the timeline to this PNG")
+    _journal_cli.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in _journal_cli.COMMANDS:
+        return _journal_cli.run(args)
     if args.command == "demo":
         from .demo import run  # noqa: PLC0415 -- only the demo needs it
 
-        return run(seconds=args.seconds)
+        return run(seconds=args.seconds, plot=args.plot)
     return 2  # pragma: no cover -- argparse rejects unknown commands first
 
 

@@ -62,8 +62,14 @@ class Attempt:
                 stack.enter_context(around())
             return asyncio.run(coroutine)
 
-    async def coroutine(self) -> Any:
+    def coroutine(self) -> Coroutine[Any, Any, Any]:
         """The call as a coroutine (the caller runs it in the call's context)."""
+        deferred = self.deferred
+        if not around_calls.get():
+            return deferred.fn(*deferred.args, **deferred.kwargs)  # type: ignore[no-any-return]
+        return self._coroutine_around()
+
+    async def _coroutine_around(self) -> Any:
         deferred = self.deferred
         with contextlib.ExitStack() as stack:
             for around in around_calls.get():

@@ -97,7 +97,7 @@ class AsyncExecutor:
         for attempt in ready:
             loop = attempt.deferred.loop
             if loop is current and loop is not None:
-                loop.call_soon(self._start, attempt)  # no wake-up write needed
+                self._start(attempt)  # on its loop already: create the task now
                 continue
             if loop is None or loop.is_closed():
                 loop = self._background_loop()
@@ -119,7 +119,7 @@ class AsyncExecutor:
             self._release(attempt)
             return
         context = context.copy()
-        task = context.run(asyncio.get_running_loop().create_task, attempt.coroutine())
+        task = context.run(_create_task, attempt)
         with self._lock:
             self._tasks.add(task)
             if attempt in self._slots:
@@ -127,8 +127,6 @@ class AsyncExecutor:
         task.add_done_callback(lambda done: self._finished(attempt, done))
 
     def _finished(self, attempt: Attempt, task: asyncio.Task[Any]) -> None:
-        with self._lock:
-            self._tasks.discard(task)
         if task.cancelled():
             error: BaseException | None = asyncio.CancelledError()
             result = None
@@ -136,13 +134,20 @@ class AsyncExecutor:
             error = task.exception()
             result = None if error is not None else task.result()
         self._host.attempt_finished(attempt, result, error)
-        self._release(attempt)
+        self._release(attempt, task)
 
-    def _release(self, attempt: Attempt) -> None:
+    def _release(self, attempt: Attempt, task: asyncio.Task[Any] | None = None) -> None:
         with self._lock:
+            if task is not None:
+                self._tasks.discard(task)
             self._slots.pop(attempt, None)
             ready = self._take_ready()
         self._start_all(ready)
+
+
+def _create_task(attempt: Attempt) -> asyncio.Task[Any]:
+    # Called inside the call's context, which the task then keeps.
+    return asyncio.get_running_loop().create_task(attempt.coroutine())
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

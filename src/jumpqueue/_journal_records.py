@@ -1,0 +1,118 @@
+"""How a call becomes a journal record, and a record a call again, if it may run here.
+
+A record names its task and carries its arguments encoded (`_codec`) and the
+options a process that takes it up needs. Taken up, it runs only if it is as
+its writer signed it, its task is known to this application, and its pickled
+arguments (if any) belong to a task that opted in to pickle.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import json
+from typing import TYPE_CHECKING, Any
+
+from ._codec import decode_arguments, encode_arguments, known_task, registered_name
+from ._deferred import Deferred
+from ._journal_store import TAMPERED, UNKNOWN, Record
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from ._journal_store import Store
+    from ._tasks import TaskOptions
+
+#: Times a record may be taken from a dead owner beyond its retries (a call that
+#: kills its process must not crash-loop the service forever).
+EXTRA_RECOVERIES = 3
+
+
+class Quarantine(Exception):  # noqa: N818 -- a verdict on a record, never raised to users
+    """A record that must not run: set aside, with the reason."""
+
+    def __init__(self, reason: str, problem: str) -> None:
+        super().__init__(problem)
+        self.reason = reason
+
+
+def make_record(deferred: Deferred[Any], serializer: str) -> Record:
+    """The call as the journal stores it; `serializer` unless its task says otherwise.
+
+    Raises:
+        InvalidCallError: the function cannot be named, or its arguments encoded.
+    """
+    options = deferred.options
+    name = registered_name(deferred.fn, deferred.name)
+    serializer = options.serializer or serializer
+    payload = encode_arguments(name, deferred.args, deferred.kwargs, serializer=serializer)
+    return Record(
+        deferred.id,
+        name,
+        serializer,
+        payload,
+        _options_text(options, deferred.executor),
+        options.retries + EXTRA_RECOVERIES,
+    )
+
+
+def decode(store: Store, row: sqlite3.Row, serializer_default: str) -> Deferred[Any]:
+    """The call a journal record stands for, if it may run in this process.
+
+    Raises:
+        Quarantine: it must not run (altered, unknown here, or undecodable).
+    """
+    call_id, name, serializer = row["id"], row["name"], row["serializer"]
+    if not store.verify(row):
+        raise Quarantine(TAMPERED, "its checksum does not match: it was changed outside jumpqueue")
+    task = known_task(name)
+    if task is None:
+        raise Quarantine(
+            UNKNOWN,
+            f"{name} is not known to this application (decorate it with @jumpqueue.task, "
+            f"or defer it once in this process); it runs once known, or with "
+            f"`jumpqueue retry {call_id}`",
+        )
+    if serializer == "pickle" and "pickle" not in (
+        task.task_options.serializer,
+        serializer_default,
+    ):
+        raise Quarantine(TAMPERED, "its arguments are pickled, and its task does not opt in")
+    try:
+        options, executor = _options_from(task.task_options, row["options"])
+        args, kwargs = decode_arguments(bytes(row["payload"]), serializer=serializer)
+    except Exception as error:  # noqa: BLE001 -- whatever is wrong, the record is set aside
+        raise Quarantine(
+            TAMPERED, f"it cannot be decoded ({type(error).__name__}: {error})"
+        ) from None
+    deferred: Deferred[Any] = Deferred(
+        name, task.fn, args, kwargs, options, executor, contextvars.Context()
+    )
+    deferred.id = call_id
+    deferred.attempts = row["attempts"]
+    record = Record(call_id, name, serializer, b"", "", row["max_recoveries"])
+    record.written = True
+    deferred._record = record
+    return deferred
+
+
+@functools.lru_cache(maxsize=256)
+def _options_text(options: TaskOptions, executor: str) -> str:
+    # What a process that takes the record up needs beyond the registered task.
+    return json.dumps(
+        {
+            "executor": executor,
+            "timeout": options.timeout,
+            "retries": options.retries,
+            "retry_backoff": options.retry_backoff,
+            "always": options.always,
+        },
+        sort_keys=True,
+    )
+
+
+def _options_from(registered: TaskOptions, text: str) -> tuple[TaskOptions, str]:
+    stored = json.loads(text)
+    executor = stored.pop("executor")
+    return dataclasses.replace(registered, executor=executor, **stored), executor

@@ -1,0 +1,303 @@
+"""The journal's records, and every statement run on them.
+
+One `Store` wraps one connection (opened by `_journal_file`), used by one
+thread. Every write runs in a short `BEGIN IMMEDIATE` transaction with
+parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from ._journal_file import close, open_file
+from ._journal_owner import Owner, is_alive
+
+logger = logging.getLogger("jumpqueue")
+
+#: Record states. A pending record has no owner; a claimed one is run by its owner;
+#: a held one was spilled during a request whose outcome its owner awaits.
+PENDING, CLAIMED, HELD = "pending", "claimed", "held"
+DONE, FAILED, SKIPPED, QUARANTINED = "done", "failed", "skipped", "quarantined"
+STATES = (PENDING, CLAIMED, HELD, DONE, FAILED, SKIPPED, QUARANTINED)
+#: Why a record was quarantined: its function is unknown here, or it was altered.
+UNKNOWN, TAMPERED = "unknown", "tampered"
+
+_COLUMNS = (
+    "id, name, serializer, payload, options, state, owner, lease_until, attempts, "
+    "recoveries, max_recoveries, created, updated, error, reason, checksum"
+)
+
+
+class Record:
+    """A call as the journal stores it; `written` once it is on disk."""
+
+    __slots__ = ("id", "max_recoveries", "name", "options", "payload", "serializer", "written")
+
+    def __init__(  # noqa: PLR0917 -- built on the defer() hot path
+        self,
+        call_id: str,
+        name: str,
+        serializer: str,
+        payload: bytes,
+        options: str,
+        max_recoveries: int,
+    ) -> None:
+        self.id = call_id
+        self.name = name
+        self.serializer = serializer
+        self.payload = payload
+        self.options = options
+        self.max_recoveries = max_recoveries
+        self.written = False
+
+    def signed(self, key: bytes) -> bytes:
+        """The HMAC that proves the record was written by a holder of the journal's key."""
+        return _sign(key, (self.id, self.name, self.serializer, self.payload, self.options))
+
+
+def _sign(key: bytes, fields: tuple[str, str, str, bytes, str]) -> bytes:
+    call_id, name, serializer, payload, options = fields
+    parts = (call_id.encode(), name.encode(), serializer.encode(), payload, options.encode())
+    message = b"".join(len(part).to_bytes(8, "big") + part for part in parts)
+    return hmac.digest(key, message, "sha256")
+
+
+class Store:
+    """One connection to a journal file, and the statements the journal runs on it."""
+
+    def __init__(self, connection: sqlite3.Connection, key: bytes, path: str) -> None:
+        self.connection = connection
+        self.key = key
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str, *, synchronous: str = "FULL", create: bool = True) -> Store:
+        """Open the journal at path (see `open_file`).
+
+        Raises:
+            JournalError: no journal, not a journal, or one of a newer jumpqueue.
+            sqlite3.Error, OSError: the file cannot be opened or written.
+        """
+        connection, key = open_file(path, synchronous=synchronous, create=create)
+        return cls(connection, key, path)
+
+    def close(self) -> None:
+        """Close the connection (in the process that opened it)."""
+        close(self.connection)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction; rolled back if anything in it fails."""
+        connection = self.connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            if connection.in_transaction:  # SQLITE_FULL at COMMIT has rolled back already
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            raise
+        try:
+            connection.execute("COMMIT")
+        except sqlite3.Error:
+            if connection.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            raise
+
+    # -- writes of the runtime, each inside a transaction ------------------------------------
+
+    def insert(
+        self, records: Sequence[Record], state: str, owner: Owner | None, lease_until: float | None
+    ) -> None:
+        """Add records in one state, owned (with a lease) or not."""
+        now = time.time()
+        who = None if owner is None else str(owner)
+        self.connection.executemany(
+            f"INSERT OR IGNORE INTO calls ({_COLUMNS}) "  # noqa: S608 -- fixed column list
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, NULL, NULL, ?)",
+            [
+                (
+                    *(r.id, r.name, r.serializer, r.payload, r.options, state, who, lease_until),
+                    *(r.max_recoveries, now, now, r.signed(self.key)),
+                )
+                for r in records
+            ],
+        )
+
+    def add_attempts(self, counts: Iterable[tuple[int, str]], owner: Owner) -> None:
+        """Count attempts started, by (number, id), on records this owner holds."""
+        self.connection.executemany(
+            "UPDATE calls SET attempts = attempts + ?, updated = ? WHERE id = ? AND owner = ?",
+            [(number, time.time(), call_id, str(owner)) for number, call_id in counts],
+        )
+
+    def finish(self, outcomes: Iterable[tuple[str, str | None, int, str]], owner: Owner) -> None:
+        """Set the final state (or pending, to release), error and attempts started since.
+
+        By (state, error, attempts, id), on records this owner holds.
+        """
+        now, who = time.time(), str(owner)
+        self.connection.executemany(
+            "UPDATE calls SET state = ?1, error = ?2, attempts = attempts + ?3, "
+            "lease_until = NULL, updated = ?4, "
+            "owner = CASE WHEN ?1 = 'pending' THEN NULL ELSE owner END "
+            "WHERE id = ?5 AND owner = ?6 AND state IN ('claimed', 'held')",
+            [
+                (state, error, attempts, now, call_id, who)
+                for state, error, attempts, call_id in outcomes
+            ],
+        )
+
+    def quarantine(self, items: Iterable[tuple[str, str, str]], owner: Owner) -> None:
+        """Set records aside, by (reason, error, id): they are kept, and never run."""
+        self.connection.executemany(
+            "UPDATE calls SET state = 'quarantined', reason = ?, error = ?, owner = NULL, "
+            "lease_until = NULL, updated = ? WHERE id = ? AND owner = ?",
+            [(reason, error, time.time(), call_id, str(owner)) for reason, error, call_id in items],
+        )
+
+    def renew(self, owner: Owner, lease_until: float) -> None:
+        """Extend the lease of every record this owner holds."""
+        self.connection.execute(
+            "UPDATE calls SET lease_until = ? WHERE owner = ? AND state IN ('claimed', 'held')",
+            (lease_until, str(owner)),
+        )
+
+    def reclaim(
+        self,
+        owner: Owner,
+        room: int,
+        lease_until: float,
+        alive: Callable[[Owner], bool | None] = is_alive,
+    ) -> list[sqlite3.Row]:
+        """Claim up to `room` runnable records, oldest first, and return them.
+
+        Runnable: pending ones, and claimed or held ones whose owner is dead
+        (on this node) or whose lease has expired (on another). A record taken
+        from a dead owner more than its `max_recoveries` times is failed instead.
+        """
+        connection, now, me = self.connection, time.time(), str(owner)
+        where, parameters = self.runnable(owner, alive)
+        rows = connection.execute(
+            f"SELECT {_COLUMNS} FROM calls WHERE {where} ORDER BY created LIMIT ?",  # noqa: S608
+            (*parameters, room),
+        )
+        taken = []
+        for row in rows.fetchall():
+            orphaned = row["owner"] is not None
+            if orphaned and row["recoveries"] >= row["max_recoveries"]:
+                connection.execute(
+                    "UPDATE calls SET state = 'failed', error = ?, lease_until = NULL, updated = ? "
+                    "WHERE id = ?",
+                    (_EXHAUSTED.format(row["recoveries"] + 1, row["owner"]), now, row["id"]),
+                )
+                continue
+            connection.execute(
+                "UPDATE calls SET state = 'claimed', owner = ?, lease_until = ?, updated = ?, "
+                "recoveries = recoveries + ? WHERE id = ?",
+                (me, lease_until, now, int(orphaned), row["id"]),
+            )
+            taken.append(row)
+        return taken
+
+    def runnable(
+        self, owner: Owner | None, alive: Callable[[Owner], bool | None] = is_alive
+    ) -> tuple[str, list[object]]:
+        """The condition (and its parameters) of records that may be taken up now.
+
+        Pending ones, and claimed or held ones whose owner is dead (on this
+        node) or whose lease has expired (on another); never `owner`'s own.
+        """
+        me = "" if owner is None else str(owner)
+        conditions, parameters = ["state = 'pending'"], list[object]()
+        dead, foreign = [], []
+        for (text,) in self.connection.execute(_OWNERS_SQL, (me,)):
+            other = Owner.parse(text)
+            verdict = False if other is None else alive(other)
+            if verdict is None:
+                foreign.append(text)
+            elif not verdict:
+                dead.append(text)
+        if dead:
+            marks = ", ".join("?" * len(dead))
+            conditions.append(f"(state IN ('claimed', 'held') AND owner IN ({marks}))")
+            parameters += dead
+        if foreign:
+            marks = ", ".join("?" * len(foreign))
+            conditions.append(
+                f"(state IN ('claimed', 'held') AND owner IN ({marks}) AND lease_until < ?)"
+            )
+            parameters += [*foreign, time.time()]
+        return " OR ".join(conditions), parameters
+
+    def revive(self, known: Callable[[str], bool]) -> int:
+        """Make quarantined records of functions now known pending again; how many."""
+        connection, revived = self.connection, 0
+        names = connection.execute(
+            "SELECT DISTINCT name FROM calls WHERE state = 'quarantined' AND reason = ?", (UNKNOWN,)
+        ).fetchall()
+        for (name,) in names:
+            if known(name):
+                revived += connection.execute(
+                    "UPDATE calls SET state = 'pending', reason = NULL, error = NULL, "
+                    "updated = ? WHERE state = 'quarantined' AND reason = ? AND name = ?",
+                    (time.time(), UNKNOWN, name),
+                ).rowcount
+        return revived
+
+    def prune(self, older_than: float, states: Sequence[str] = (DONE, SKIPPED)) -> int:
+        """Delete records in these states last changed before `older_than`; how many."""
+        marks = ", ".join("?" * len(states))
+        return self.connection.execute(
+            f"DELETE FROM calls WHERE state IN ({marks}) AND updated < ?",  # noqa: S608
+            (*states, older_than),
+        ).rowcount
+
+    def probe(self) -> None:
+        """A tiny write: does the journal take writes again?"""
+        self.connection.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?)", (os.urandom(16),)
+        )
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after a full disk)."""
+        with contextlib.suppress(sqlite3.Error):
+            self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def verify(self, row: sqlite3.Row) -> bool:
+        """True if a record is as its writer signed it."""
+        return hmac.compare_digest(_sign(self.key, _signed_fields(row)), bytes(row["checksum"]))
+
+    def reseal(self, call_id: str) -> None:
+        """Sign a record again as it is now (an operator vouches for it)."""
+        for row in self.select("id = ?", (call_id,)):
+            self.connection.execute(
+                "UPDATE calls SET checksum = ? WHERE id = ?",
+                (_sign(self.key, _signed_fields(row)), call_id),
+            )
+
+    def select(self, where: str = "1", parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Records matching a fixed condition (written by this package, never by users)."""
+        return self.connection.execute(
+            f"SELECT {_COLUMNS} FROM calls WHERE {where} ORDER BY created",  # noqa: S608
+            parameters,
+        ).fetchall()
+
+
+def _signed_fields(row: sqlite3.Row) -> tuple[str, str, str, bytes, str]:
+    return (row["id"], row["name"], row["serializer"], bytes(row["payload"]), row["options"])
+
+
+_OWNERS_SQL = (
+    "SELECT DISTINCT owner FROM calls WHERE state IN ('claimed', 'held') "
+    "AND owner IS NOT NULL AND owner != ?"
+)
+_EXHAUSTED = "its owner died {} times while it ran or waited (last: {}); not run again"

@@ -1,0 +1,107 @@
+"""The message a handed-off call travels in, and how a worker of any engine runs it.
+
+A message is plain JSON data: the task's registered name and import path, the
+arguments encoded by `_codec` (JSON text, or base64 pickle when the task opted
+in), the carried request context, and the retry rules the worker applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._codec import decode_arguments, encode_arguments, registered_name
+from .._runtime import MAX_RETRY_DELAY
+from .._tasks import import_path
+from ..context import carried, restored
+
+if TYPE_CHECKING:
+    from .._config import Config
+    from .._deferred import Deferred
+
+logger = logging.getLogger("jumpqueue")
+
+#: Bumped when a field changes meaning; a worker refuses versions it does not know.
+VERSION = 1
+
+
+def serializer_for(deferred: Deferred[Any], config: Config) -> str:
+    """How the call's arguments are encoded: the task's choice, the runtime's, else JSON."""
+    # The runtime-wide setting arrives with the journal; until then a task opts in alone.
+    return deferred.options.serializer or getattr(config, "serializer", None) or "json"
+
+
+def timeout_for(deferred: Deferred[Any], config: Config) -> float | None:
+    """Seconds the engine may let one attempt run, or None for no limit."""
+    timeout = deferred.options.timeout or config.task_timeout
+    return None if timeout is None or timeout == float("inf") else timeout
+
+
+def build(deferred: Deferred[Any], *, serializer: str) -> dict[str, Any]:
+    """The message for a call, or `InvalidCallError` if it cannot leave the process."""
+    name = registered_name(deferred.fn, deferred.name)
+    data = encode_arguments(name, deferred.args, deferred.kwargs, serializer=serializer)
+    options = deferred.options
+    retry_on = options.retry_on if isinstance(options.retry_on, tuple) else (options.retry_on,)
+    return {
+        "v": VERSION,
+        "id": deferred.id,
+        "name": name,
+        "path": import_path(deferred.fn),
+        "serializer": serializer,
+        "arguments": data.decode() if serializer == "json" else base64.b64encode(data).decode(),
+        "context": carried(deferred.context),
+        "retries": options.retries,
+        "retry_backoff": options.retry_backoff,
+        "retry_on": [import_path(kind) for kind in retry_on],
+    }
+
+
+def arguments(
+    message: Mapping[str, Any], *, accept_pickle: bool
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments, decoded.
+
+    Raises:
+        ValueError: the message is of an unknown version, or carries pickle
+            where the worker does not accept it.
+    """
+    if message.get("v") != VERSION:
+        raise ValueError(f"jumpqueue message version {message.get('v')!r} is not {VERSION}")
+    serializer = message["serializer"]
+    if serializer == "json":
+        return decode_arguments(message["arguments"].encode(), serializer="json")
+    if serializer == "pickle" and accept_pickle:
+        data = base64.b64decode(message["arguments"])
+        return decode_arguments(data, serializer="pickle")
+    raise ValueError(f"{message['name']}: arguments as {serializer!r} are not accepted here")
+
+
+def run(
+    message: Mapping[str, Any],
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call `function` with the decoded arguments, inside the message's carried request context."""
+    with restored(message.get("context") or {}):
+        result = function(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+    return result
+
+
+def should_retry(message: Mapping[str, Any], error: BaseException) -> bool:
+    """True if the task retries on this kind of error (matched by class import paths)."""
+    names = set(message.get("retry_on") or ())
+    return any(import_path(kind) in names for kind in type(error).__mro__)
+
+
+def retry_delay(message: Mapping[str, Any], retries_done: int) -> float:
+    """Seconds before retry number `retries_done + 1`: the backoff, doubled each time."""
+    backoff = float(message.get("retry_backoff") or 0.0)
+    return float(min(backoff * 2**retries_done, MAX_RETRY_DELAY))

@@ -1,0 +1,206 @@
+"""What runs inside a process executor's child: receive one call at a time, run it, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import os
+import pickle
+import select
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+#: Replies and log records go back as pickles of these tuples:
+#:   ("ready", pid)  ("ok", result)  ("raised", exception, traceback text)
+#:   ("memory", message)  ("log", record attributes)
+Message = tuple[Any, ...]
+
+_PICKLE = pickle.HIGHEST_PROTOCOL
+# The call running now, for the log records it emits: (name, id).
+_current: tuple[str, str] | None = None
+
+
+class FunctionRef(NamedTuple):
+    """A function named by its import path; the child imports it instead of unpickling it."""
+
+    module: str
+    qualname: str
+
+
+def resolve(ref: FunctionRef) -> Any:
+    """The object `ref` names; a `@task` stands for the function it wraps."""
+    from .._tasks import Task  # noqa: PLC0415 -- the executors package is imported by _tasks
+
+    found: Any = importlib.import_module(ref.module)
+    for part in ref.qualname.split("."):
+        found = getattr(found, part)
+    return found.fn if isinstance(found, Task) else found
+
+
+def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level: int) -> None:
+    """The child's main loop, until its parent closes the pipe or sends an empty message."""
+    if hasattr(os, "setsid"):
+        os.setsid()  # a group of its own, so that the parent can kill what the call started
+    _watch_parent(parent_pid)
+    lock = threading.Lock()
+
+    def send(message: Message) -> None:
+        data = pickle.dumps(message, _PICKLE)
+        with lock:  # log records come from any thread of the call
+            conn.send_bytes(data)
+
+    _ship_logs(send, log_level)
+    if memory_limit is not None:
+        _limit_address_space(memory_limit)
+    send(("ready", os.getpid()))
+    functions: dict[FunctionRef, Callable[..., Any]] = {}
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if not data:
+            return
+        reply = _run(data, functions, memory_limit)
+        try:
+            send(reply)
+        except OSError:
+            return  # the parent is gone or closed the pipe
+        except Exception as error:  # noqa: BLE001 -- the result cannot be pickled
+            send(_raised(pickle.PicklingError(f"the result cannot be sent back: {error}")))
+
+
+def _run(
+    data: bytes, functions: dict[FunctionRef, Callable[..., Any]], limit: int | None
+) -> Message:
+    global _current  # noqa: PLW0603 -- one call at a time per process
+    try:
+        call_id, name, target, args, kwargs = pickle.loads(data)  # noqa: S301 -- from our parent
+        _current = (name, call_id)
+        if isinstance(target, FunctionRef):
+            fn = functions.get(target)
+            if fn is None:
+                fn = functions[target] = resolve(target)
+        else:
+            fn = target
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+    except MemoryError as error:
+        if limit is None:
+            return _raised(error)
+        return ("memory", f"an allocation failed under the {limit}-byte address-space limit")
+    except BaseException as error:  # noqa: BLE001 -- every outcome goes back to the parent
+        return _raised(error)
+    finally:
+        _current = None
+    return ("ok", result)
+
+
+def _raised(error: BaseException) -> Message:
+    from .._exceptions import RemoteTaskError  # noqa: PLC0415 -- only on this path
+
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        # Many exceptions pickle but fail to unpickle (a constructor with other arguments).
+        pickle.loads(pickle.dumps(error, _PICKLE))  # noqa: S301 -- our own bytes
+    except Exception:  # noqa: BLE001 -- then a faithful summary goes instead
+        kind = type(error)
+        error = RemoteTaskError(f"{kind.__module__}.{kind.__qualname__}", str(error), text)
+    return ("raised", error, text)
+
+
+def _limit_address_space(limit: int) -> None:
+    try:
+        import resource  # noqa: PLC0415 -- POSIX only
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):
+        logging.getLogger("jumpqueue").warning(
+            "jumpqueue: this platform cannot limit a child's address space; "
+            "only the parent's resident-memory watchdog applies"
+        )
+
+
+def _watch_parent(pid: int) -> None:
+    """End this process and its group when the parent dies, however it dies."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)  # Linux >= 5.3: readable once the process has exited
+            poller = select.poll()
+        except (AttributeError, OSError):
+            while alive(pid):
+                time.sleep(0.5)
+        else:
+            poller.register(fd, select.POLLIN)
+            poller.poll()
+        if hasattr(os, "killpg"):
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        os._exit(1)
+
+    previous = threading.stack_size(256 * 1024)  # a small stack: the address space may be capped
+    try:
+        threading.Thread(target=watch, name="jumpqueue-parent-watch", daemon=True).start()
+    finally:
+        threading.stack_size(previous)
+
+
+def alive(pid: int) -> bool:
+    """True while a process of that pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, but not ours to signal
+    return True
+
+
+class _LogShipper(logging.Handler):
+    """Sends jumpqueue's records, and any record at WARNING or above, to the parent."""
+
+    def __init__(self, send: Callable[[Message], None]) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        ours = record.name == "jumpqueue" or record.name.startswith("jumpqueue.")
+        if not ours and record.levelno < logging.WARNING:
+            return
+        try:
+            data = {
+                key: value
+                for key, value in vars(record).items()
+                if isinstance(value, (str, int, float, bool, type(None)))
+            }
+            data.update(msg=record.getMessage(), args=None, exc_info=None)
+            if record.exc_info:
+                data["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            if _current is not None:
+                data["task_name"], data["task_id"] = _current
+            self._send(("log", data))
+        except Exception:  # noqa: BLE001 -- logging must never break the call
+            self.handleError(record)
+
+
+def _ship_logs(send: Callable[[Message], None], level: int) -> None:
+    # Inherited handlers (under fork) would write from here directly: the parent writes instead.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_LogShipper(send))
+    ours = logging.getLogger("jumpqueue")
+    for handler in list(ours.handlers):
+        ours.removeHandler(handler)
+    ours.setLevel(level)
+    ours.propagate = True

@@ -1,0 +1,230 @@
+"""RQ against the real Redis (database 15), with a real `rq worker` started by the test."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import rq
+from rq.job import Job, JobStatus
+
+import jumpqueue
+from jumpqueue import Deferred, Status
+from jumpqueue._deferred import _id_prefix
+from jumpqueue.backends.rq import RQBackend, _RQTransport
+
+from . import backend_tasks
+from .backend_tasks import REPORT_ENV
+from .conftest import (
+    BIN,
+    REDIS_URL,
+    PrivateRedis,
+    Process,
+    Reporter,
+    UseRuntime,
+    asgi_app,
+    require,
+    served,
+    unique_name,
+)
+
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.fixture(scope="module")
+def connection() -> Iterator[redis.Redis]:
+    """The shared Redis, database 15; skipped (failed under CI) if unreachable."""
+    require(6379, "Redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def queue(connection: redis.Redis) -> Iterator[str]:
+    """The module's own RQ queue; every key it (and its jobs) left is deleted after."""
+    name = unique_name()
+    yield name
+    # Jobs are keyed by our call ids, which all start with this process's prefix.
+    for pattern in (f"*{name}*", f"*{_id_prefix}*"):
+        keys = list(connection.scan_iter(match=pattern, count=1000))
+        if keys:
+            connection.delete(*keys)
+    for registry in ("rq:queues", "rq:workers"):
+        for member in connection.smembers(registry):
+            if name in (member.decode() if isinstance(member, bytes) else member):
+                connection.srem(registry, member)
+
+
+@pytest.fixture(scope="module")
+def worker(queue: str, reporter: Reporter) -> Iterator[Process]:
+    """A plain `rq worker` (with its scheduler, for retries after a delay) on the queue."""
+    process = Process(
+        [str(BIN / "rq"), "worker", "--url", REDIS_URL, "--with-scheduler", "--name", queue, queue],
+        env={REPORT_ENV: reporter.address},
+    )
+    yield process
+    process.stop()
+
+
+def tag() -> str:
+    return f"rq-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for_job(job_id: str, connection: redis.Redis, status: JobStatus) -> Job:
+    """The job once RQ gives it that status (RQ offers no event to wait on)."""
+    deadline = time.monotonic() + 15
+    while True:
+        job = Job.fetch(job_id, connection=connection)
+        if job.get_status() == status or time.monotonic() > deadline:
+            return job
+        time.sleep(0.05)
+
+
+def test_rq_request_hands_off_to_a_real_worker(
+    queue: str, worker: Process, reporter: Reporter, use_runtime: UseRuntime
+) -> None:
+    use_runtime(backend=f"rq+{REDIS_URL}", backend_queue=queue)
+    name = tag()
+
+    def handler(path: str, query: dict[str, str]) -> int:
+        backend_tasks.record.defer(name, {"items": [1, "two", None], "ü": 1.5}, note="kw")
+        jumpqueue.defer(backend_tasks.plain_record, f"{name}-plain", [3, 4])
+        jumpqueue.defer(backend_tasks.async_record, f"{name}-async")
+        return 200
+
+    with served(asgi_app(handler)) as url:
+        response = httpx.get(
+            f"{url}/order", headers={"X-Request-ID": "req-rq", "traceparent": TRACE}, timeout=10
+        )
+    assert response.status_code == 200
+    [event] = reporter.wait(name)
+    assert event["payload"] == {"items": [1, "two", None], "ü": 1.5}
+    assert event["note"] == "kw"
+    assert (event["request_id"], event["traceparent"]) == ("req-rq", TRACE)
+    assert event["pid"] != os.getpid()
+    assert reporter.wait(f"{name}-plain")[0]["payload"] == [3, 4]
+    assert reporter.wait(f"{name}-async")[0]["request_id"] == "req-rq"
+    stats = jumpqueue.stats()
+    assert stats.handed_off == 3
+    assert stats.backends["rq"]["handed_off"] == 3
+    assert stats.succeeded == 0
+
+
+def test_rq_task_options_map_onto_the_job(
+    queue: str,
+    connection: redis.Redis,
+    worker: Process,
+    reporter: Reporter,
+    use_runtime: UseRuntime,
+) -> None:
+    use_runtime(backend=RQBackend(REDIS_URL, queue=queue))
+    name = tag()
+    handle = backend_tasks.with_options.defer(name)
+    assert handle.wait(10)
+    assert handle.status is Status.HANDED_OFF
+    job = Job.fetch(handle.id, connection=connection)  # our id is RQ's job id
+    assert job.origin == queue
+    assert job.func_name == "jumpqueue.backends.rq.run"
+    assert job.description == f"{backend_tasks.__name__}.with_options"
+    assert job.timeout == 7
+    assert job.retries_left == 2
+    assert job.retry_intervals == [2, 3]  # 1.5 s doubling, in RQ's whole seconds
+    reporter.wait(name)
+
+    flaky = backend_tasks.flaky.defer(f"{name}-flaky", 2)
+    events = reporter.wait(f"{name}-flaky", 3)
+    assert len({event["pid"] for event in events}) == 3  # a fresh work horse per attempt
+    assert wait_for_job(flaky.id, connection, JobStatus.FINISHED).get_status() == "finished"
+
+    wrong = backend_tasks.wrong_kind.defer(f"{name}-wrong")
+    reporter.wait(f"{name}-wrong")
+    job = wait_for_job(wrong.id, connection, JobStatus.FAILED)
+    assert job.get_status() == JobStatus.FAILED
+    assert len(reporter.events(f"{name}-wrong")) == 1  # KeyError is not in retry_on
+
+
+def test_rq_a_second_hand_off_of_the_same_id_is_detected(
+    queue: str, connection: redis.Redis
+) -> None:
+    transport = _RQTransport(rq.Queue(f"{queue}-idle", connection=connection), owned=False)
+    message: dict[str, Any] = {
+        "id": f"{_id_prefix}-dup-{uuid.uuid4().hex[:8]}",
+        "name": "tests.backends.record",
+        "retries": 0,
+    }
+    assert transport.send(message, timeout=None) is True
+    assert transport.send(message, timeout=None) is False
+    assert rq.Queue(f"{queue}-idle", connection=connection).count == 1
+
+
+def test_rq_a_failed_request_hands_off_nothing(
+    queue: str, connection: redis.Redis, reporter: Reporter, use_runtime: UseRuntime
+) -> None:
+    use_runtime(backend=f"rq+{REDIS_URL}", backend_queue=queue)
+    handles: list[Deferred[Any]] = []
+    name = tag()
+
+    def handler(path: str, query: dict[str, str]) -> int:
+        handles.append(backend_tasks.record.defer(name, {}))
+        always = backend_tasks.record.options(always=True)
+        handles.append(jumpqueue.defer(always, f"{name}-always", {}))
+        return 500
+
+    with served(asgi_app(handler)) as url:
+        assert httpx.get(f"{url}/fail", timeout=10).status_code == 500
+    skipped, always = handles
+    assert always.wait(10)
+    assert skipped.status is Status.SKIPPED
+    assert always.status is Status.HANDED_OFF
+    assert not Job.exists(skipped.id, connection=connection)
+    assert Job.exists(always.id, connection=connection)
+    stats = jumpqueue.stats()
+    assert (stats.skipped, stats.handed_off) == (1, 1)
+
+
+def test_rq_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
+    private_redis: PrivateRedis, reporter: Reporter, use_runtime: UseRuntime
+) -> None:
+    use_runtime(backend=f"rq+{private_redis.url}", handoff_timeout=1.0)
+    handles: list[Deferred[Any]] = []
+    name = tag()
+
+    def handler(path: str, query: dict[str, str]) -> int:
+        handles.append(backend_tasks.record.defer(name, {"n": int(query["n"])}))
+        return 200
+
+    def request(client: httpx.Client, n: int) -> Deferred[Any]:
+        started = time.monotonic()
+        assert client.get(f"/order?n={n}").status_code == 200
+        assert time.monotonic() - started < 1.0  # the request never waits on the broker
+        handle = handles[-1]
+        assert handle.wait(10)
+        return handle
+
+    with served(asgi_app(handler)) as url, httpx.Client(base_url=url, timeout=10) as client:
+        assert request(client, 0).status is Status.HANDED_OFF
+        private_redis.down()
+        for n in range(1, 4):
+            assert request(client, n).status is Status.SUCCEEDED  # ran here instead
+        private_redis.up()
+        deadline = time.monotonic() + 15
+        n = 4
+        while request(client, n).status is not Status.HANDED_OFF:
+            assert time.monotonic() < deadline, "hand-off did not resume"
+            n += 1
+    local = reporter.events(name)
+    assert [event["payload"]["n"] for event in local[:3]] == [1, 2, 3]
+    assert all(event["pid"] == os.getpid() for event in local)
+    with redis.Redis.from_url(private_redis.url) as restarted:
+        assert Job.exists(handles[-1].id, connection=restarted)
+    counts = jumpqueue.stats().backends["rq"]
+    assert counts["handed_off"] == 2
+    assert counts["handoff_failures"] >= 1
+    assert counts["handoff_fallbacks"] == len(local) == n - 1

@@ -1,0 +1,199 @@
+"""Functions the process executor's tests run in child processes: importable by name."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+from jumpqueue import task
+
+#: How long a task waits for the test before it gives up (and the test fails).
+PATIENCE = 20.0
+
+
+def wait_for_file(path: str | Path, timeout: float = PATIENCE) -> str:
+    """The text of `path` once it exists (written whole); TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    target = Path(path)
+    while not target.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{target} did not appear within {timeout} s")
+        time.sleep(0.005)
+    return target.read_text()
+
+
+def write_file(path: str | Path, text: str) -> None:
+    """Write text so that a reader never sees it half-written."""
+    partial = Path(f"{path}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def getpid() -> int:
+    return os.getpid()
+
+
+def getppid() -> int:
+    return os.getppid()
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+@task(executor="process")
+def square(n: int) -> int:
+    return n * n
+
+
+class Doubler:
+    """A picklable object whose bound method can run in a child."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def double(self) -> int:
+        return self.n * 2
+
+
+class LockHolder:
+    """An object that cannot be pickled: its bound methods cannot reach a child."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        """Never runs in a child."""
+
+
+def replaced() -> None:
+    """Shadowed below: this function is not what its import path names."""
+
+
+impostor = replaced
+
+
+def replaced() -> None:  # type: ignore[no-redef]
+    """The function the name `replaced` really names."""
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+class TwoArgumentError(Exception):
+    """Pickles, but cannot be unpickled: its constructor wants two arguments."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def raise_unpicklable() -> None:
+    raise TwoArgumentError(1, 2)
+
+
+def return_lock() -> object:
+    return threading.Lock()
+
+
+def return_ghost() -> object:
+    """An object of a class that only this child can import."""
+    module = types.ModuleType("jumpqueue_test_ghost")
+    sys.modules[module.__name__] = module
+    ghost = type("Ghost", (), {"__module__": module.__name__})
+    module.Ghost = ghost  # type: ignore[attr-defined]
+    return ghost()
+
+
+def die_while_starting(*args: Any) -> None:
+    """Stands in for the child's main loop: dies before it says it is ready."""
+    os._exit(3)
+
+
+def hang_while_starting(*args: Any) -> None:
+    """Stands in for the child's main loop: never says it is ready."""
+    time.sleep(PATIENCE)
+
+
+def hold(pid_file: str, release_file: str) -> int:
+    """Report this child's pid, then wait until the test releases it."""
+    write_file(pid_file, str(os.getpid()))
+    wait_for_file(release_file)
+    return os.getpid()
+
+
+def hang_once(marker: str) -> str:
+    """Hang on the first attempt (to be timed out), return on the next."""
+    if Path(marker).exists():
+        return "second attempt"
+    write_file(marker, str(os.getpid()))
+    wait_for_file(f"{marker}.never")
+    return "first attempt"
+
+
+def rendezvous(directory: str, count: int) -> int:
+    """Return only once `count` calls run at the same time: proves `count` children serve."""
+    Path(directory, f"{os.getpid()}.pid").write_text("")
+    deadline = time.monotonic() + PATIENCE
+    while len(list(Path(directory).glob("*.pid"))) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {count} calls ran at once")
+        time.sleep(0.005)
+    return os.getpid()
+
+
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+def exit_now(code: int) -> None:
+    os._exit(code)
+
+
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def allocate(size: int) -> int:
+    return len(b"\x01" * size)
+
+
+def hold_memory(size: int, ready_file: str) -> int:
+    """Touch `size` bytes, say so, and keep them until killed (or PATIENCE runs out)."""
+    data = b"\x01" * size
+    write_file(ready_file, str(os.getpid()))
+    wait_for_file(f"{ready_file}.never")
+    return len(data)
+
+
+def start_grandchild(pid_file: str) -> None:
+    """Start a process of our own, report both pids, and wait forever."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    write_file(pid_file, f"{os.getpid()} {sleeper.pid}")
+    wait_for_file(f"{pid_file}.never")
+
+
+def log_records() -> int:
+    logging.getLogger("jumpqueue.tests").info("info from the child")
+    logging.getLogger("tests.child").warning("warning from the child %d", 7)
+    logging.getLogger("tests.child").info("an info record of the task's own stays in the child")
+    try:
+        _ = 1 / 0
+    except ZeroDivisionError:
+        logging.getLogger("tests.child").exception("with a traceback")
+    return os.getpid()

@@ -1,0 +1,1 @@
+"""Tests of the web layer: middleware, finish_request, framework glue, real servers."""
