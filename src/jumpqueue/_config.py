@@ -196,13 +196,7 @@ class Config:
     @classmethod
     def build(cls, **values: Any) -> Config:
         """Like `Config(...)`, but an unknown name is a `ConfigurationError` naming it."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown configuration option(s) {', '.join(unknown)}; "
-                f"known options are {', '.join(sorted(known))}"
-            )
+        check_names(cls, values, "configuration option")
         return cls(**values)
 
     def replace(self, **changes: Any) -> Config:
@@ -210,6 +204,16 @@ class Config:
         # Not dataclasses.asdict(): it deep-copies, and a backend object is shared, not copied.
         current = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         return type(self).build(**{**current, **changes})
+
+
+def check_names(cls: type[Any], values: Mapping[str, object], kind: str) -> None:
+    """Raise `ConfigurationError` naming any of `values` that is not a field of the dataclass."""
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown {kind}(s) {', '.join(unknown)}; known options are {', '.join(sorted(known))}"
+        )
 
 
 def check_policy(name: str, value: object) -> None:

@@ -191,34 +191,21 @@ class Runtime:
         with self._lock:
             if self._closing:
                 raise RuntimeClosedError(f"the runtime is shut down; {deferred.name} not accepted")
-            counts["submitted"] += 1
             if len(self._in_flight) < config.max_pending and not refused:
-                self._in_flight.add(deferred)
-                if hold:
-                    self._held += 1
-                    deferred._status = Status.HELD
-                else:
-                    self._pending += 1
+                self._enter(deferred, hold=hold)
                 return _ADMITTED
-            counts["submitted"] -= 1  # counted below, once the policy has decided
             policy = self._overloaded(deferred, refused=refused)
             if policy == "spill":
                 return _SPILL  # counted with its outcome, once written
-            counts["submitted"] += 1
             if policy == "wait":  # and room was found
                 counts["waited"] += 1
-                self._in_flight.add(deferred)
-                if hold:
-                    self._held += 1
-                    deferred._status = Status.HELD
-                else:
-                    self._pending += 1
+                self._enter(deferred, hold=hold)
                 return _ADMITTED
             if policy == "inline":
                 counts["inlined"] += 1
-                self._in_flight.add(deferred)
-                self._pending += 1
+                self._enter(deferred, hold=False)
                 return _INLINE
+            counts["submitted"] += 1
             counts[f"shed_{policy}"] += 1
             deferred._resolve(Status.SHED, None, None)
         self._shed_log.warning(
@@ -235,6 +222,16 @@ class Runtime:
                 retry_after=max(1.0, config.overload_wait),
             )
         return _SHED
+
+    def _enter(self, deferred: Deferred[Any], *, hold: bool) -> None:
+        # Called with the lock held: the call is accepted, held for its request or pending.
+        self._counts["submitted"] += 1
+        self._in_flight.add(deferred)
+        if hold:
+            self._held += 1
+            deferred._status = Status.HELD
+        else:
+            self._pending += 1
 
     def _overloaded(self, deferred: Deferred[Any], *, refused: bool = False) -> str:
         # Called with the lock held and the backlog full (or the journal refusing, which

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from ._config import check_handoff_policy, check_policy, check_seconds
+from ._config import check_handoff_policy, check_names, check_policy, check_seconds
 from ._exceptions import ConfigurationError, InvalidCallError
 from .executors import EXECUTORS
 
@@ -94,13 +94,7 @@ class TaskOptions:
     @classmethod
     def build(cls, **values: Any) -> TaskOptions:
         """Like `TaskOptions(...)`, but an unknown name is a `ConfigurationError` naming it."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown task option(s) {', '.join(unknown)}; "
-                f"known options are {', '.join(sorted(known))}"
-            )
+        check_names(cls, values, "task option")
         return cls(**values)
 
 
