@@ -104,8 +104,13 @@ test-all: $(addprefix test-,$(PYVERSIONS))
 demo: $(STAMP)
 	$(VENV)/bin/jumpqueue demo
 
+# Side-by-side measurements (not tests): each prints a Markdown table for the README.
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/handoff.py
+	$(VENV)/bin/python benchmarks/process.py
+	$(VENV)/bin/python benchmarks/journal.py
+	$(VENV)/bin/python benchmarks/http_latency.py
+	$(VENV)/bin/python benchmarks/handoff_http.py
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache \
