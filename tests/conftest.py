@@ -33,6 +33,21 @@ def default_runtime() -> Iterator[Runtime]:
 
 
 @pytest.fixture
+def use_runtime() -> Iterator[RuntimeFactory]:
+    """Make the default runtime one with these options; each is shut down after the test."""
+    made: list[Runtime] = []
+
+    def use(**options: Any) -> Runtime:
+        runtime = jumpqueue.configure(Config(**options))
+        made.append(runtime)
+        return runtime
+
+    yield use
+    for runtime in made:
+        runtime.shutdown(timeout=10)
+
+
+@pytest.fixture
 def make_runtime() -> Iterator[RuntimeFactory]:
     """Build runtimes from config options; every one is shut down after the test."""
     made: list[Runtime] = []

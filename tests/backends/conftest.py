@@ -24,8 +24,6 @@ from typing import Any
 
 import pytest
 
-import jumpqueue
-from jumpqueue import Config, Runtime
 from jumpqueue.asgi import JumpQueueMiddleware
 from jumpqueue.context import request_id, traceparent
 
@@ -245,24 +243,6 @@ def private_redis(processes: Callable[..., Process]) -> PrivateRedis:
     server = PrivateRedis(processes)
     server.up()
     return server
-
-
-UseRuntime = Callable[..., Runtime]
-
-
-@pytest.fixture
-def use_runtime() -> Iterator[UseRuntime]:
-    """Make the default runtime one with these options; shut down after the test."""
-    made: list[Runtime] = []
-
-    def use(**options: Any) -> Runtime:
-        runtime = jumpqueue.configure(Config(**options))
-        made.append(runtime)
-        return runtime
-
-    yield use
-    for runtime in made:
-        runtime.shutdown(timeout=10)
 
 
 Handler = Callable[[str, dict[str, str]], int]

@@ -19,6 +19,7 @@ from jumpqueue import Deferred, Status
 from jumpqueue._deferred import _id_prefix
 from jumpqueue.backends.celery import TASK_NAME, CeleryBackend, register
 
+from ..conftest import RuntimeFactory
 from . import backend_tasks
 from .backend_tasks import REPORT_ENV
 from .celery_app import BROKER_ENV, QUEUE_ENV, make_app
@@ -29,7 +30,6 @@ from .conftest import (
     PrivateRedis,
     Process,
     Reporter,
-    UseRuntime,
     asgi_app,
     require,
     served,
@@ -127,7 +127,7 @@ def waiting_messages(queue: str) -> int:
 
 
 def test_celery_request_hands_off_to_a_real_worker(
-    amqp_queue: str, amqp_worker: Process, reporter: Reporter, use_runtime: UseRuntime
+    amqp_queue: str, amqp_worker: Process, reporter: Reporter, use_runtime: RuntimeFactory
 ) -> None:
     use_runtime(backend=f"celery+{RABBITMQ_URL}", backend_queue=amqp_queue)
     name = tag()
@@ -155,7 +155,7 @@ def test_celery_request_hands_off_to_a_real_worker(
 
 
 def test_celery_task_options_map_onto_the_message(
-    amqp_queue: str, amqp_worker: Process, reporter: Reporter, use_runtime: UseRuntime
+    amqp_queue: str, amqp_worker: Process, reporter: Reporter, use_runtime: RuntimeFactory
 ) -> None:
     run = register(make_app("memory://", "unused"))
     assert (run.name, run.acks_late, run.reject_on_worker_lost) == (TASK_NAME, True, True)
@@ -185,7 +185,7 @@ def test_celery_task_options_map_onto_the_message(
 
 
 def test_celery_a_failed_request_hands_off_nothing(
-    amqp_queue: str, use_runtime: UseRuntime
+    amqp_queue: str, use_runtime: RuntimeFactory
 ) -> None:
     idle = f"{amqp_queue}-idle"
     use_runtime(backend=f"celery+{RABBITMQ_URL}", backend_queue=idle)
@@ -229,7 +229,7 @@ def test_celery_worker_killed_mid_task_gets_it_redelivered(
     rabbitmq: Callable[[], str],
     workers: StartWorker,
     reporter: Reporter,
-    use_runtime: UseRuntime,
+    use_runtime: RuntimeFactory,
 ) -> None:
     queue = rabbitmq()
     first = workers(RABBITMQ_URL, queue)
@@ -246,7 +246,7 @@ def test_celery_worker_killed_mid_task_gets_it_redelivered(
 
 
 def test_celery_redis_broker_hands_off_to_a_real_worker(
-    workers: StartWorker, reporter: Reporter, use_runtime: UseRuntime
+    workers: StartWorker, reporter: Reporter, use_runtime: RuntimeFactory
 ) -> None:
     require(6379, "Redis")
     queue = unique_name()
@@ -269,7 +269,7 @@ def test_celery_redis_broker_hands_off_to_a_real_worker(
 
 
 def test_celery_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
-    private_redis: PrivateRedis, reporter: Reporter, use_runtime: UseRuntime
+    private_redis: PrivateRedis, reporter: Reporter, use_runtime: RuntimeFactory
 ) -> None:
     queue = unique_name()
     use_runtime(backend=f"celery+{private_redis.url}", backend_queue=queue, handoff_timeout=1.0)

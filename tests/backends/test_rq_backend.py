@@ -19,6 +19,7 @@ from jumpqueue import Deferred, Status
 from jumpqueue._deferred import _id_prefix
 from jumpqueue.backends.rq import RQBackend, _RQTransport
 
+from ..conftest import RuntimeFactory
 from . import backend_tasks
 from .backend_tasks import REPORT_ENV
 from .conftest import (
@@ -27,7 +28,6 @@ from .conftest import (
     PrivateRedis,
     Process,
     Reporter,
-    UseRuntime,
     asgi_app,
     require,
     served,
@@ -88,7 +88,7 @@ def wait_for_job(job_id: str, connection: redis.Redis, status: JobStatus) -> Job
 
 
 def test_rq_request_hands_off_to_a_real_worker(
-    queue: str, worker: Process, reporter: Reporter, use_runtime: UseRuntime
+    queue: str, worker: Process, reporter: Reporter, use_runtime: RuntimeFactory
 ) -> None:
     use_runtime(backend=f"rq+{REDIS_URL}", backend_queue=queue)
     name = tag()
@@ -122,7 +122,7 @@ def test_rq_task_options_map_onto_the_job(
     connection: redis.Redis,
     worker: Process,
     reporter: Reporter,
-    use_runtime: UseRuntime,
+    use_runtime: RuntimeFactory,
 ) -> None:
     use_runtime(backend=RQBackend(REDIS_URL, queue=queue))
     name = tag()
@@ -165,7 +165,7 @@ def test_rq_a_second_hand_off_of_the_same_id_is_detected(
 
 
 def test_rq_a_failed_request_hands_off_nothing(
-    queue: str, connection: redis.Redis, reporter: Reporter, use_runtime: UseRuntime
+    queue: str, connection: redis.Redis, reporter: Reporter, use_runtime: RuntimeFactory
 ) -> None:
     use_runtime(backend=f"rq+{REDIS_URL}", backend_queue=queue)
     handles: list[Deferred[Any]] = []
@@ -190,7 +190,7 @@ def test_rq_a_failed_request_hands_off_nothing(
 
 
 def test_rq_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
-    private_redis: PrivateRedis, reporter: Reporter, use_runtime: UseRuntime
+    private_redis: PrivateRedis, reporter: Reporter, use_runtime: RuntimeFactory
 ) -> None:
     use_runtime(backend=f"rq+{private_redis.url}", handoff_timeout=1.0)
     handles: list[Deferred[Any]] = []

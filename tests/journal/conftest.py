@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jumpqueue import Config, Runtime
+from jumpqueue import Runtime
 
+from ..conftest import RuntimeFactory
 from .journal_helpers import RECORDER
 
 JournaledFactory = Callable[..., Runtime]
@@ -26,16 +27,11 @@ def journal_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_journaled(journal_path: Path) -> Iterator[JournaledFactory]:
+def make_journaled(journal_path: Path, make_runtime: RuntimeFactory) -> JournaledFactory:
     """Runtimes with a journal (by default at `journal_path`), shut down after the test."""
-    made: list[Runtime] = []
 
     def make(**options: Any) -> Runtime:
         options.setdefault("journal", str(journal_path))
-        runtime = Runtime(Config(**options))
-        made.append(runtime)
-        return runtime
+        return make_runtime(**options)
 
-    yield make
-    for runtime in made:
-        runtime.shutdown(timeout=5)
+    return make

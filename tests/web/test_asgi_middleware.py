@@ -223,9 +223,9 @@ def test_asgi_middleware_enters_around_calls_for_each_call() -> None:
 
 
 @pytest.fixture
-def full_backlog(reconfigure: Callable[..., Runtime]) -> Iterator[Deferred[bool]]:
+def full_backlog(use_runtime: Callable[..., Runtime]) -> Iterator[Deferred[bool]]:
     """A default runtime with room for one call, taken by a call that waits for the test."""
-    reconfigure(max_pending=1, on_overload="reject", overload_wait=1.5)
+    use_runtime(max_pending=1, on_overload="reject", overload_wait=1.5)
     gate = threading.Event()
     blocker = jumpqueue.defer(gate.wait, WAIT)
     yield blocker
@@ -495,9 +495,9 @@ def test_asgi_lifespan_failure_of_the_app_propagates() -> None:
 
 
 def test_asgi_lifespan_startup_replaces_a_closed_default_runtime(
-    reconfigure: Callable[..., Runtime],
+    use_runtime: Callable[..., Runtime],
 ) -> None:
-    old = reconfigure(max_workers=3)
+    old = use_runtime(max_workers=3)
     old.shutdown()
     run(run_lifespan(JumpQueueMiddleware(http_only)))
     new = jumpqueue.get_runtime()

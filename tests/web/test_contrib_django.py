@@ -160,12 +160,12 @@ def test_contrib_django_leaves_the_release_to_an_outer_middleware() -> None:
     assert calls[0].wait(WAIT)
 
 
-def test_contrib_django_answers_overload_with_503(reconfigure: Callable[..., Runtime]) -> None:
+def test_contrib_django_answers_overload_with_503(use_runtime: Callable[..., Runtime]) -> None:
     from django.http import HttpResponse
 
     from jumpqueue.contrib.django import JumpQueueMiddleware
 
-    reconfigure(max_pending=1, on_overload="reject")
+    use_runtime(max_pending=1, on_overload="reject")
     gate = threading.Event()
     jumpqueue.defer(gate.wait, WAIT)
     middleware = glue(lambda request: HttpResponse("unused"))
@@ -183,7 +183,7 @@ def test_contrib_django_answers_overload_with_503(reconfigure: Callable[..., Run
     assert middleware.process_exception(request(), RuntimeError("other")) is None
 
 
-def test_contrib_django_reads_settings_jumpqueue(reconfigure: Callable[..., Runtime]) -> None:
+def test_contrib_django_reads_settings_jumpqueue(use_runtime: Callable[..., Runtime]) -> None:
     from django.http import HttpResponse
     from django.test import override_settings
 
@@ -215,12 +215,12 @@ def test_contrib_django_refuses_bad_settings(value: object, message: str) -> Non
 
 
 def test_contrib_django_closes_stale_connections_around_each_call(
-    reconfigure: Callable[..., Runtime],
+    use_runtime: Callable[..., Runtime],
 ) -> None:
     from django.db import connection
     from django.http import HttpResponse
 
-    reconfigure(max_workers=1)  # one thread: the second call sees what the first left
+    use_runtime(max_workers=1)  # one thread: the second call sees what the first left
     found: list[bool] = []
 
     def use_database() -> None:
@@ -241,12 +241,12 @@ def test_contrib_django_closes_stale_connections_around_each_call(
 
 
 def test_contrib_django_keeps_the_connection_of_a_call_run_inline(
-    reconfigure: Callable[..., Runtime],
+    use_runtime: Callable[..., Runtime],
 ) -> None:
     from django.db import connection
     from django.http import HttpResponse
 
-    reconfigure(max_pending=1, on_overload="inline")
+    use_runtime(max_pending=1, on_overload="inline")
     gate = threading.Event()
     jumpqueue.defer(gate.wait, WAIT)
     found: list[bool] = []

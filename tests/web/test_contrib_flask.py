@@ -64,8 +64,8 @@ def test_contrib_flask_skips_calls_of_a_failed_request() -> None:
 
 
 @pytest.fixture
-def full_backlog(reconfigure: Callable[..., Runtime]) -> Iterator[None]:
-    reconfigure(max_pending=1, on_overload="reject")
+def full_backlog(use_runtime: Callable[..., Runtime]) -> Iterator[None]:
+    use_runtime(max_pending=1, on_overload="reject")
     gate = threading.Event()
     jumpqueue.defer(gate.wait, WAIT)
     yield
@@ -99,7 +99,7 @@ def test_contrib_flask_can_leave_overload_to_the_app(full_backlog: None) -> None
     assert serve_wsgi(app).status == "500 INTERNAL SERVER ERROR"
 
 
-def test_contrib_flask_reads_settings_from_app_config(reconfigure: Callable[..., Runtime]) -> None:
+def test_contrib_flask_reads_settings_from_app_config(use_runtime: Callable[..., Runtime]) -> None:
     app = make_app(JUMPQUEUE_MAX_WORKERS=3, JUMPQUEUE_ON_OVERLOAD="drop", OTHER=1)
     extension = JumpQueue()
     extension.init_app(app)

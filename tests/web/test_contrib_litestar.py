@@ -52,7 +52,7 @@ def test_contrib_litestar_skips_calls_of_a_failed_request() -> None:
     assert calls[0].status is Status.SKIPPED
 
 
-def test_contrib_litestar_answers_overload_with_503(reconfigure: Callable[..., Runtime]) -> None:
+def test_contrib_litestar_answers_overload_with_503(use_runtime: Callable[..., Runtime]) -> None:
     plugin = JumpQueuePlugin()
 
     @get("/")
@@ -62,7 +62,7 @@ def test_contrib_litestar_answers_overload_with_503(reconfigure: Callable[..., R
 
     gate = threading.Event()
     with TestClient(Litestar([index], plugins=[plugin])) as client:
-        reconfigure(max_pending=1, on_overload="reject")
+        use_runtime(max_pending=1, on_overload="reject")
         jumpqueue.defer(gate.wait, WAIT)
         try:
             response = client.get("/")

@@ -72,7 +72,7 @@ def test_contrib_starlette_skips_calls_of_a_failed_request() -> None:
     assert calls[0].status is Status.SKIPPED
 
 
-def test_contrib_starlette_answers_overload_with_503(reconfigure: Callable[..., Runtime]) -> None:
+def test_contrib_starlette_answers_overload_with_503(use_runtime: Callable[..., Runtime]) -> None:
     counters = HttpCounters()
     app = make_app(counters)
 
@@ -81,7 +81,7 @@ def test_contrib_starlette_answers_overload_with_503(reconfigure: Callable[..., 
         jumpqueue.defer(lambda: None)
         return "unreachable"
 
-    reconfigure(max_pending=1, on_overload="reject")
+    use_runtime(max_pending=1, on_overload="reject")
     gate = threading.Event()
     jumpqueue.defer(gate.wait, WAIT)
     try:
@@ -94,7 +94,7 @@ def test_contrib_starlette_answers_overload_with_503(reconfigure: Callable[..., 
 
 
 def test_contrib_starlette_lifespan_drains_the_default_runtime(
-    reconfigure: Callable[..., Runtime],
+    use_runtime: Callable[..., Runtime],
 ) -> None:
     runtime = jumpqueue.get_runtime()
     gate = threading.Event()

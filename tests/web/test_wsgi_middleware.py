@@ -188,9 +188,9 @@ def test_wsgi_middleware_wraps_a_file_wrapper_it_cannot_hook() -> None:
 
 
 @pytest.fixture
-def full_backlog(reconfigure: Callable[..., Runtime]) -> Iterator[Deferred[bool]]:
+def full_backlog(use_runtime: Callable[..., Runtime]) -> Iterator[Deferred[bool]]:
     """A default runtime with room for one call, taken by a call that waits for the test."""
-    reconfigure(max_pending=1, on_overload="reject")
+    use_runtime(max_pending=1, on_overload="reject")
     gate = threading.Event()
     blocker = jumpqueue.defer(gate.wait, WAIT)
     yield blocker
