@@ -23,10 +23,8 @@ the no-task endpoint measured in the same round.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import socket
@@ -39,6 +37,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from _load import (
+    WRK_SCRIPT,
+    Load,
+    cpu_split,
+    free_port,
+    get_json,
+    python_client,
+    wait_for_port,
+    wrk,
+)
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 NOOP_TASK = "jumpqueue.bench.noop"
@@ -124,103 +133,6 @@ class Endpoint:
     broker: str
 
 
-@dataclasses.dataclass(frozen=True)
-class Load:
-    requests: int
-    seconds: float
-    errors: int
-    p50: float  # ms
-    p99: float  # ms
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds
-
-
-WRK_SCRIPT = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('{"requests": %d, "us": %d, "errors": %d, "p50": %d, "p99": %d}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout + e.status,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-Generator = Callable[[int, int, float], Load]  # (port, connections, seconds)
-
-
-def wrk(cpu: list[str], script: Path) -> Generator:
-    def run(port: int, connections: int, seconds: float) -> Load:
-        command = [*cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s"]
-        command += ["-s", str(script), f"http://127.0.0.1:{port}/"]
-        out = subprocess.run(
-            command, capture_output=True, text=True, check=True, timeout=seconds + 30
-        )
-        summary = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
-        return Load(
-            summary["requests"],
-            summary["us"] / 1e6,
-            summary["errors"],
-            summary["p50"] / 1000,
-            summary["p99"] / 1000,
-        )
-
-    return run
-
-
-def python_client(port: int, connections: int, seconds: float) -> Load:
-    """Closed-loop keep-alive HTTP/1.1 from asyncio streams, when wrk is missing."""
-    return asyncio.run(_python_load(port, connections, seconds))
-
-
-async def _python_load(port: int, connections: int, seconds: float) -> Load:
-    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    latencies: list[float] = []
-    errors = 0
-    start = time.perf_counter()
-    end = start + seconds
-
-    async def connection() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while time.perf_counter() < end:
-                sent = time.perf_counter()
-                writer.write(request)
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
-                fields = dict(line.split(":", 1) for line in head.splitlines()[1:] if ":" in line)
-                await reader.readexactly(int(fields["content-length"]))
-                latencies.append(time.perf_counter() - sent)
-                errors += not head.startswith("http/1.1 2")
-        finally:
-            writer.close()
-
-    await asyncio.wait_for(
-        asyncio.gather(*(connection() for _ in range(connections))), seconds + 10
-    )
-    ordered = sorted(latencies) or [0.0]
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    elapsed = time.perf_counter() - start
-    return Load(len(latencies), elapsed, errors, statistics.median(ordered) * 1e3, p99 * 1e3)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], limit: float = 30.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server on port {port} exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {limit} s")
-
-
 def reachable(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -257,8 +169,10 @@ def servers(endpoints: list[Endpoint], cpu: list[str], queue: str) -> Iterator[d
             port = free_port()
             # Loaded as the module `handoff_http`, not `__main__`: hand-off and RQ both
             # refuse functions of `__main__`, which a worker could not import.
+            # The benchmarks folder goes on sys.path, for `_load`, as it is for the script itself.
             code = (
                 "import importlib.util, sys\n"
+                f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
                 f"spec = importlib.util.spec_from_file_location('handoff_http', {__file__!r})\n"
                 "module = sys.modules['handoff_http'] = importlib.util.module_from_spec(spec)\n"
                 "spec.loader.exec_module(module)\n"
@@ -278,20 +192,11 @@ def servers(endpoints: list[Endpoint], cpu: list[str], queue: str) -> Iterator[d
             process.wait(30)
 
 
-def server_stats(port: int) -> dict[str, Any]:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return json.loads(data.split(b"\r\n\r\n", 1)[1])  # type: ignore[no-any-return]
-
-
 def drained_stats(port: int, limit: float = 60.0) -> tuple[dict[str, Any], float]:
     """The server's stats once nothing is in flight, and how long that took."""
     start = time.monotonic()
     while True:
-        snapshot = server_stats(port)
+        snapshot = get_json(port, "/stats")
         waited = time.monotonic() - start
         if snapshot["pending"] + snapshot["running"] == 0 or waited > limit:
             return snapshot, waited
@@ -314,10 +219,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
 
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    pin = len(cpus) >= 2 and shutil.which("taskset") is not None
-    client_cpu = ["taskset", "-c", str(cpus[0])] if pin else []
-    server_cpu = ["taskset", "-c", ",".join(map(str, cpus[1:]))] if pin else []
+    pin, client_cpu, server_cpu = cpu_split()
     queue = f"jumpqueue-bench-http-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
         # The broker shares the client's CPU, not the servers': as if on another machine.
@@ -348,11 +250,13 @@ def main() -> None:
             client = "asyncio client"
         ports = stack.enter_context(servers(endpoints, server_cpu, queue))
         for port in ports.values():
-            generate(port, args.connections, 2.0)  # warm up: threads, connections
+            generate(port, "/", args.connections, 2.0)  # warm up: threads, connections
         results: dict[Endpoint, list[Load]] = {endpoint: [] for endpoint in endpoints}
         for _ in range(args.rounds):
             for endpoint in endpoints:
-                results[endpoint].append(generate(ports[endpoint], args.connections, args.seconds))
+                results[endpoint].append(
+                    generate(ports[endpoint], "/", args.connections, args.seconds)
+                )
                 time.sleep(PAUSE)
         stats = {
             endpoint: drained_stats(ports[endpoint])
