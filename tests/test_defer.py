@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -220,3 +222,24 @@ def test_defer_shed_handle_raises_task_not_run(make_runtime: RuntimeFactory) -> 
     assert caught.value.status == "shed"
     gate.set()
     assert first.result(timeout=5) is True
+
+
+def test_defer_around_calls_are_entered_once_per_attempt() -> None:
+    from jumpqueue._scope import around_calls
+
+    entered: list[str] = []
+
+    @contextlib.contextmanager
+    def around() -> Iterator[None]:
+        entered.append("in")
+        yield
+
+    token = around_calls.set((around,))
+    try:
+        on_thread = jumpqueue.task(add_async).options(executor="thread").defer(1, 2)
+        on_loop = jumpqueue.defer(add_async, 3)
+        plain = jumpqueue.defer(add, 4)
+    finally:
+        around_calls.reset(token)
+    assert [d.result(timeout=5) for d in (on_thread, on_loop, plain)] == [3, 3, 4]
+    assert entered == ["in", "in", "in"]

@@ -126,3 +126,18 @@ def test_timeout_default_comes_from_config_and_inf_disables_it(
     unlimited = runtime.defer(task(release.wait).options(timeout=math.inf), 0.2)
     assert unlimited.result(timeout=5) is False
     release.set()
+
+
+def test_timeout_of_a_queued_call_still_leaves_a_thread_for_the_next(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(max_workers=1, max_stuck_threads=2)
+    first_gate, hang = threading.Event(), threading.Event()
+    first = runtime.defer(first_gate.wait, 10)
+    # Queued while the only thread is busy: the thread takes it straight after the first.
+    hung = runtime.defer(task(hang.wait).options(timeout=0.05), 10)
+    first_gate.set()
+    assert first.result(timeout=5) is True
+    assert isinstance(hung.exception(timeout=5), TaskTimeoutError)
+    assert runtime.defer(int, "3").result(timeout=5) == 3
+    hang.set()

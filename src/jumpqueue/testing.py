@@ -9,7 +9,6 @@ The pytest plugin offers both as fixtures: `jumpqueue_capture`, `jumpqueue_immed
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 from . import _intercept
 from ._deferred import Deferred, Status
 from ._tasks import TaskOptions
+from .executors._base import call_to_completion
 
 __all__ = ["CapturedCall", "capture", "immediate"]
 
@@ -37,10 +37,7 @@ class CapturedCall:
 
     def run(self) -> Any:
         """Call it now, in the caller's thread, and return what it returns."""
-        result = self.fn(*self.args, **self.kwargs)
-        if asyncio.iscoroutine(result):
-            return asyncio.run(result)
-        return result
+        return call_to_completion(self.fn, self.args, self.kwargs)
 
 
 @contextlib.contextmanager

@@ -7,9 +7,7 @@ in), the carried request context, and the retry rules the worker applies.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,6 +16,7 @@ from .._codec import decode_arguments, encode_arguments, registered_name
 from .._runtime import MAX_RETRY_DELAY
 from .._tasks import import_path
 from ..context import carried, restored
+from ..executors._base import call_to_completion
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -89,10 +88,7 @@ def run(
 ) -> Any:
     """Call `function` with the decoded arguments, inside the message's carried request context."""
     with restored(message.get("context") or {}):
-        result = function(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            result = asyncio.run(result)
-    return result
+        return call_to_completion(function, args, kwargs)
 
 
 def should_retry(message: Mapping[str, Any], error: BaseException) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._scope import around_calls
@@ -13,6 +13,14 @@ if TYPE_CHECKING:
     from .._config import Config
     from .._deferred import Deferred
     from .._scheduler import Timer
+
+
+def call_to_completion(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call fn; a coroutine it returns is run to its end on an event loop of its own."""
+    result = fn(*args, **kwargs)
+    return asyncio.run(result) if asyncio.iscoroutine(result) else result
 
 
 class Attempt:
@@ -44,23 +52,12 @@ class Attempt:
         deferred = self.deferred
         arounds = around_calls.get()
         if not arounds:
-            result = deferred.fn(*deferred.args, **deferred.kwargs)
-        else:
-            with contextlib.ExitStack() as stack:
-                for around in arounds:
-                    stack.enter_context(around())
-                result = deferred.fn(*deferred.args, **deferred.kwargs)
-        if asyncio.iscoroutine(result):
-            # A coroutine function sent to a thread runs on that thread's own loop.
-            return self._run_coroutine(result)
-        return result
-
-    def _run_coroutine(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        arounds = around_calls.get()
+            return call_to_completion(deferred.fn, deferred.args, deferred.kwargs)
         with contextlib.ExitStack() as stack:
             for around in arounds:
                 stack.enter_context(around())
-            return asyncio.run(coroutine)
+            # A coroutine function sent to a thread runs on that thread's own loop.
+            return call_to_completion(deferred.fn, deferred.args, deferred.kwargs)
 
     def coroutine(self) -> Coroutine[Any, Any, Any]:
         """The call as a coroutine (the caller runs it in the call's context)."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import inspect
 import logging
 import os
 import pickle
@@ -15,6 +13,8 @@ import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._base import call_to_completion
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -92,9 +92,7 @@ def _run(
                 fn = functions[target] = resolve(target)
         else:
             fn = target
-        result = fn(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+        result = call_to_completion(fn, args, kwargs)
     except MemoryError as error:
         if limit is None:
             return _raised(error)

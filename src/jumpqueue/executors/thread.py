@@ -80,8 +80,8 @@ class ThreadExecutor:
                     min(self._size, self._size + self._max_stuck - stuck),
                     self._size,
                 )
-            if not self._queue.empty():
-                self._grow()
+            # Always: an idle-thread token may be stale, so a later submit may not start one.
+            self._grow()
 
     def close(self) -> None:
         """Ask every serving thread to exit once its call returns."""
@@ -104,7 +104,11 @@ class ThreadExecutor:
             target=self._serve, name=f"jumpqueue-thread-{next(self._numbers)}", daemon=True
         )
         self._serving.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as error:  # out of threads: the queued calls wait for the next try
+            self._serving.discard(thread)
+            self._shrunk_log.warning("jumpqueue: could not start a thread: %s", error)
 
     def _serve(self) -> None:
         me = threading.current_thread()
@@ -119,10 +123,10 @@ class ThreadExecutor:
             with self._lock:
                 attempt.worker = None
                 if me in self._stuck:
-                    # Set aside while it ran; a replacement serves in its place.
+                    # Set aside while it ran; a replacement serves in its place (or now
+                    # can, with one stuck thread fewer).
                     self._stuck.discard(me)
-                    if not self._queue.empty():
-                        self._grow()
+                    self._grow()
                     return
             self._idle.release()
         with self._lock:
