@@ -120,8 +120,10 @@ def test_workers_rq_runs_by_import_path() -> None:
     assert rq_backend.run(message(f"{__name__}.unregistered", 5, name="nowhere")) == (5,)
     with pytest.raises(KeyError):  # outside a worker there is no job to stop retrying
         rq_backend.run(message(f"{__name__}.fails", "key", retry_on=["builtins.ValueError"]))
-    with pytest.raises(TypeError, match="not callable"):
+    with pytest.raises(TypeError, match="not a module-level function"):
         rq_backend.run(message(f"{__name__}.NOT_CALLABLE"))
+    with pytest.raises(TypeError, match="not a module-level function"):
+        rq_backend.run(message("os.system", "true"))  # a builtin, never deferred by name
 
 
 def test_workers_celery_runs_only_functions_the_application_knows() -> None:

@@ -15,6 +15,7 @@ can run code on the workers, exactly as with RQ alone.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry as RedisRetry
 
 from .._codec import known_task
-from .._tasks import Task
+from .._tasks import Task, import_path
 from . import _message
 from ._handoff import HandOffExecutor
 
@@ -171,7 +172,9 @@ def _resolve(name: str, path: str) -> Callable[..., Any]:
         if task is None:
             if isinstance(found, Task):
                 return found.fn
-            if not callable(found):
-                raise TypeError(f"{path} is not callable")
+            # Only a Python function defined where the path says, as defer() sends them:
+            # never a builtin such as os.system, nor an object that merely is callable.
+            if not (inspect.isfunction(found) and path == import_path(found)):
+                raise TypeError(f"{path} is not a module-level function; not run")
             return found
     return task.fn

@@ -122,8 +122,11 @@ class AsyncExecutor:
         task = context.run(_create_task, attempt)
         with self._lock:
             self._tasks.add(task)
-            if attempt in self._slots:
+            expired = attempt not in self._slots  # timed out before its task existed
+            if not expired:
                 self._slots[attempt] = task
+        if expired:
+            task.cancel()
         task.add_done_callback(lambda done: self._finished(attempt, done))
 
     def _finished(self, attempt: Attempt, task: asyncio.Task[Any]) -> None:
