@@ -21,7 +21,7 @@ from jumpqueue import (
     TaskOptions,
 )
 from jumpqueue._scope import RequestScope
-from jumpqueue.backends import _handoff, from_url, redact
+from jumpqueue.backends import _handoff, _message, from_url, redact
 from jumpqueue.backends._handoff import HandOffExecutor
 from jumpqueue.context import request_id, traceparent
 
@@ -390,3 +390,26 @@ def test_handoff_unused_backend_closes_at_shutdown(make_runtime: RuntimeFactory)
     executor = runtime._backend
     assert executor is not None
     assert (executor.workers, executor.stuck) == (0, 0)
+
+
+def test_handoff_sender_survives_an_unexpected_error(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeBackend()
+    runtime = make_runtime(backend=backend)
+    build = _message.build
+    surprises = [RuntimeError("surprise")]
+
+    def flaky_build(*args: Any, **kwargs: Any) -> Any:
+        if surprises:
+            raise surprises.pop()
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(_message, "build", flaky_build)
+    first = runtime.defer(collect, "first")
+    assert first.wait(5)
+    assert first.status is Status.SUCCEEDED  # fell back to the local pool
+    assert "failed unexpectedly" in caplog.text
+    second = runtime.defer(collect, "second")
+    assert second.wait(5)
+    assert second.status is Status.HANDED_OFF  # the sender is still there

@@ -185,7 +185,12 @@ class HandOffExecutor:
                     self._senders -= 1
                     return
                 attempt = self._queue.popleft()
-            self._hand_off(attempt)
+            try:
+                self._hand_off(attempt)
+            except Exception as error:  # a sender must outlive any one call's surprise
+                logger.exception("jumpqueue: handing off %r failed unexpectedly", attempt)
+                if attempt.deferred.status is Status.PENDING:
+                    self._host.handoff_failed(attempt, self.name, error, sent=False)
 
     def _hand_off(self, attempt: Attempt) -> None:
         deferred = attempt.deferred
