@@ -58,8 +58,7 @@ def test_defer_coroutine_inside_a_loop_runs_on_that_loop() -> None:
             return asyncio.get_running_loop() is loop
 
         deferred = jumpqueue.defer(which_loop)
-        while not deferred.done():
-            await asyncio.sleep(0.001)
+        assert await asyncio.to_thread(deferred.wait, 5)
         return deferred.result()
 
     assert asyncio.run(main()) is True

@@ -81,8 +81,7 @@ def test_overload_inline_coroutine_inside_a_loop_goes_to_that_loop(
 
     async def main() -> int:
         deferred = runtime.defer(answer)
-        while not deferred.done():
-            await asyncio.sleep(0.001)
+        assert await asyncio.to_thread(deferred.wait, 5)
         return deferred.result()
 
     assert asyncio.run(main()) == 42
