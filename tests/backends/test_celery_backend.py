@@ -272,7 +272,7 @@ def test_celery_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
     private_redis: PrivateRedis, reporter: Reporter, use_runtime: RuntimeFactory
 ) -> None:
     queue = unique_name()
-    use_runtime(backend=f"celery+{private_redis.url}", backend_queue=queue, handoff_timeout=1.0)
+    use_runtime(backend=f"celery+{private_redis.url}", backend_queue=queue, handoff_timeout=4.0)
     handles: list[Deferred[Any]] = []
     name = tag()
 
@@ -283,7 +283,7 @@ def test_celery_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
     def request(client: httpx.Client, n: int) -> Deferred[Any]:
         started = time.monotonic()
         assert client.get(f"/order?n={n}").status_code == 200
-        assert time.monotonic() - started < 1.0  # the request never waits on the broker
+        assert time.monotonic() - started < 3.0  # the request never waits on the broker (4 s)
         handle = handles[-1]
         assert handle.wait(10)
         return handle

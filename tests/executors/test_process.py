@@ -174,7 +174,7 @@ def test_process_defer_returns_while_no_child_can_start(
     runtime = make_runtime(max_processes=1)
     began = time.monotonic()
     handle = runtime.defer(in_process(tasks.add), 1, 2)
-    assert time.monotonic() - began < 0.5  # the supervisor waits, not the caller
+    assert time.monotonic() - began < 5  # the supervisor waits (10 s), not the caller
     assert handle.status is Status.PENDING
     unblock.set()
     assert handle.result(timeout=20) == 3
