@@ -9,15 +9,19 @@ for the next transaction, or at most `MARK_DELAY`: a mark lost to a crash
 only means the call runs again, which at-least-once allows. A thread per
 journal opens the file, writes marks that waited long enough, renews this
 process's leases, takes up records of dead owners and spilled ones, and
-prunes old done records. When a write fails (full disk, read-only file) the
-journal says so once, makes callers fall back, and probes the file on a
-back-off until a write succeeds again.
+prunes old done records. A call its backend could not take comes back as
+pending with a "not before" time that grows with each failed hand-off of it
+(`handoff_backoff`): a broker that stays down costs a few writes, not a loop.
+When a write fails (full disk, read-only file) the journal says so once,
+makes callers fall back, and probes the file on a back-off until a write
+succeeds again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -37,6 +41,7 @@ from ._journal_store import (
     HELD,
     PENDING,
     SKIPPED,
+    Outcome,
     Record,
     Store,
 )
@@ -58,6 +63,8 @@ FEED_INTERVAL = 0.05
 MARK_DELAY = 0.02
 #: Longest pause between two looks for records of dead owners.
 RECLAIM_INTERVAL = 2.0
+#: First and longest wait before a call its backend could not take is tried again.
+HANDOFF_BACKOFF_FIRST, HANDOFF_BACKOFF_MAX = 1.0, 60.0
 _ERROR_TEXT_LIMIT = 4000
 _FINAL_STATES = {
     Status.SUCCEEDED: DONE,
@@ -91,16 +98,30 @@ class _Batch:
         self.ok = False
 
 
+def handoff_backoff(fallbacks: int) -> float:
+    """Seconds before a call is tried again after its `fallbacks`-th failed hand-off.
+
+    `HANDOFF_BACKOFF_FIRST` doubling up to `HANDOFF_BACKOFF_MAX`, less up to a
+    half at random, so that calls that failed together do not return together.
+    """
+    delay = min(HANDOFF_BACKOFF_FIRST * 2.0 ** min(fallbacks - 1, 30), HANDOFF_BACKOFF_MAX)
+    return delay * random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not cryptography
+
+
 @dataclasses.dataclass
 class _Mark:
     attempts: int = 0
     final: str | None = None
     error: BaseException | str | None = None  # formatted by the writer, not the caller
+    not_before: float | None = None  # with final=PENDING: no sooner than this time.time()
+    handoff_fallbacks: int = 0
 
     def add(self, later: _Mark) -> None:
         self.attempts += later.attempts
+        self.handoff_fallbacks += later.handoff_fallbacks
         if later.final is not None:
             self.final, self.error = later.final, later.error
+            self.not_before = later.not_before
 
 
 class Journal:
@@ -197,6 +218,26 @@ class Journal:
         """
         self._feed = True
         return self.commit([record], HELD if held else PENDING) == 0
+
+    def hand_back(self, record: Record) -> float | None:
+        """Take back a call its backend could not take, to be taken up after a back-off.
+
+        The record goes back to pending, not to be taken up for
+        `handoff_backoff()` seconds, which grow with each failed hand-off of
+        the call. Returns those seconds, or None if the journal cannot take
+        the call now (it is failing, or closing): the caller runs it another way.
+        """
+        if self._degraded or self._closing:
+            return None
+        record.handoff_fallbacks += 1
+        delay = handoff_backoff(record.handoff_fallbacks)
+        record.not_before = time.time() + delay
+        if record.written:
+            mark = _Mark(final=PENDING, not_before=record.not_before, handoff_fallbacks=1)
+            self._mark(record.id, mark)
+        elif self.commit([record], PENDING):  # it was not journaled when it was accepted
+            return None
+        return delay
 
     def release_spilled(self, record: Record, *, run: bool) -> None:
         """The request that spilled this call ended: let it run, or skip it."""
@@ -373,11 +414,24 @@ class Journal:
             self._keep(marks)
             self._degrade(error)
             return False
+        due: list[float | None] = [mark.not_before for mark in marks.values()]
         for batch in batches:
             for record in batch.records:
                 record.written = True
+                due.append(record.not_before)
             batch.ok = True
+        self._reclaim_by(min((when for when in due if when is not None), default=None))
         return True
+
+    def _reclaim_by(self, not_before: float | None) -> None:
+        # With the turn: look for records again when one waiting for its time is due.
+        if not_before is None:
+            return
+        due = time.monotonic() + max(0.0, not_before - time.time())
+        if due < self._next_reclaim:
+            with self._lock:  # the writer may be asleep until a later time
+                self._next_reclaim = due
+                self._wake.notify()
 
     def _keep(self, marks: dict[str, _Mark]) -> None:
         # Marks not written stay for the next write, before any newer mark of the same call.
@@ -422,8 +476,10 @@ class Journal:
         with store.transaction():
             revived = store.revive(lambda name: known_task(name) is not None)
             rows = store.reclaim(owner, room, time.time() + self._lease)
+            waiting = store.next_due()
         self._feed = len(rows) >= room or revived > 0
         self._next_reclaim = now + min(self._lease / 3, RECLAIM_INTERVAL)
+        self._reclaim_by(waiting)
         quarantined: list[tuple[str, str, str]] = []
         for row in rows:
             self._take_up(store, row, quarantined)
@@ -535,8 +591,15 @@ def _write_marks(store: Store, marks: dict[str, _Mark], owner: Owner) -> None:
         for call_id, mark in marks.items()
         if mark.attempts and mark.final is None
     ]
-    finals = [
-        (final, _error_text(mark.error), mark.attempts, call_id)
+    finals: list[Outcome] = [
+        (
+            final,
+            _error_text(mark.error),
+            mark.attempts,
+            mark.not_before,
+            mark.handoff_fallbacks,
+            call_id,
+        )
         for call_id, mark in marks.items()
         if (final := mark.final)
     ]

@@ -104,6 +104,16 @@ def _status(store: Store, out: TextIO) -> int:
     ).fetchone()[0]
     if oldest is not None:
         print(f"oldest waiting: {_ago(oldest)} ago", file=out)
+    backing_off, due = connection.execute(
+        "SELECT count(*), min(not_before) FROM calls WHERE state = 'pending' AND not_before > ?",
+        (time.time(),),
+    ).fetchone()
+    if backing_off:
+        print(
+            f"pending after a failed hand-off: {backing_off}, "
+            f"the first due in {due - time.time():.0f}s",
+            file=out,
+        )
     owners = connection.execute(
         "SELECT owner, count(*) FROM calls WHERE state IN ('claimed', 'held') GROUP BY owner"
     ).fetchall()
@@ -170,7 +180,8 @@ def _drain(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _runnable(store: Store) -> int:
-    where, parameters = store.runnable(None)
+    # Those waiting out a back-off count too: a drain runs them once they are due.
+    where, parameters = store.runnable(None, waiting=True)
     return int(
         store.connection.execute(
             f"SELECT count(*) FROM calls WHERE {where}",  # noqa: S608 -- built by the store
@@ -207,7 +218,8 @@ def _retry(store: Store, ids: Sequence[str], *, failed: bool, out: TextIO) -> in
                 store.reseal(row["id"])
             connection.execute(
                 "UPDATE calls SET state = 'pending', owner = NULL, lease_until = NULL, "
-                "attempts = 0, recoveries = 0, error = NULL, reason = NULL, updated = ? "
+                "attempts = 0, recoveries = 0, error = NULL, reason = NULL, not_before = NULL, "
+                "handoff_fallbacks = 0, updated = ? "
                 "WHERE id = ?",
                 (time.time(), row["id"]),
             )

@@ -47,7 +47,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             updated REAL NOT NULL,
             error TEXT,
             reason TEXT,
-            checksum BLOB NOT NULL
+            checksum BLOB NOT NULL,
+            not_before REAL,
+            handoff_fallbacks INTEGER NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX calls_by_state ON calls (state, created)",
     ),

@@ -93,6 +93,7 @@ def decode(store: Store, row: sqlite3.Row, serializer_default: str) -> Deferred[
     deferred.attempts = row["attempts"]
     record = Record(call_id, name, serializer, b"", "", row["max_recoveries"])
     record.written = True
+    record.handoff_fallbacks = row["handoff_fallbacks"]
     deferred._record = record
     return deferred
 
@@ -107,6 +108,7 @@ def _options_text(options: TaskOptions, executor: str) -> str:
             "retries": options.retries,
             "retry_backoff": options.retry_backoff,
             "always": options.always,
+            "on_handoff_error": options.on_handoff_error,
         },
         sort_keys=True,
     )

@@ -28,17 +28,35 @@ DONE, FAILED, SKIPPED, QUARANTINED = "done", "failed", "skipped", "quarantined"
 STATES = (PENDING, CLAIMED, HELD, DONE, FAILED, SKIPPED, QUARANTINED)
 #: Why a record was quarantined: its function is unknown here, or it was altered.
 UNKNOWN, TAMPERED = "unknown", "tampered"
+#: What `Store.finish` sets: (state, error, attempts, not_before, handoff_fallbacks, id).
+Outcome = tuple[str, str | None, int, float | None, int, str]
 
 _COLUMNS = (
     "id, name, serializer, payload, options, state, owner, lease_until, attempts, "
-    "recoveries, max_recoveries, created, updated, error, reason, checksum"
+    "recoveries, max_recoveries, created, updated, error, reason, checksum, "
+    "not_before, handoff_fallbacks"
 )
 
 
 class Record:
-    """A call as the journal stores it; `written` once it is on disk."""
+    """A call as the journal stores it; `written` once it is on disk.
 
-    __slots__ = ("id", "max_recoveries", "name", "options", "payload", "serializer", "written")
+    `handoff_fallbacks` counts the times its backend could not take it and it
+    went back to the journal, to be taken up again no sooner than `not_before`
+    (a time.time() value; None for at once).
+    """
+
+    __slots__ = (
+        "handoff_fallbacks",
+        "id",
+        "max_recoveries",
+        "name",
+        "not_before",
+        "options",
+        "payload",
+        "serializer",
+        "written",
+    )
 
     def __init__(  # noqa: PLR0917 -- built on the defer() hot path
         self,
@@ -56,6 +74,8 @@ class Record:
         self.options = options
         self.max_recoveries = max_recoveries
         self.written = False
+        self.not_before: float | None = None
+        self.handoff_fallbacks = 0
 
     def signed(self, key: bytes) -> bytes:
         """The HMAC that proves the record was written by a holder of the journal's key."""
@@ -122,11 +142,12 @@ class Store:
         who = None if owner is None else str(owner)
         self.connection.executemany(
             f"INSERT OR IGNORE INTO calls ({_COLUMNS}) "  # noqa: S608 -- fixed column list
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, NULL, NULL, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, NULL, NULL, ?, ?, ?)",
             [
                 (
                     *(r.id, r.name, r.serializer, r.payload, r.options, state, who, lease_until),
                     *(r.max_recoveries, now, now, r.signed(self.key)),
+                    *(r.not_before, r.handoff_fallbacks),
                 )
                 for r in records
             ],
@@ -139,20 +160,23 @@ class Store:
             [(number, time.time(), call_id, str(owner)) for number, call_id in counts],
         )
 
-    def finish(self, outcomes: Iterable[tuple[str, str | None, int, str]], owner: Owner) -> None:
+    def finish(self, outcomes: Iterable[Outcome], owner: Owner) -> None:
         """Set the final state (or pending, to release), error and attempts started since.
 
-        By (state, error, attempts, id), on records this owner holds.
+        By (state, error, attempts, not_before, handoff_fallbacks, id), on records
+        this owner holds; the last two say when a released record may be taken
+        up again (None: at once) and how many hand-offs of it failed since.
         """
         now, who = time.time(), str(owner)
         self.connection.executemany(
             "UPDATE calls SET state = ?1, error = ?2, attempts = attempts + ?3, "
-            "lease_until = NULL, updated = ?4, "
+            "not_before = ?4, handoff_fallbacks = handoff_fallbacks + ?5, "
+            "lease_until = NULL, updated = ?6, "
             "owner = CASE WHEN ?1 = 'pending' THEN NULL ELSE owner END "
-            "WHERE id = ?5 AND owner = ?6 AND state IN ('claimed', 'held')",
+            "WHERE id = ?7 AND owner = ?8 AND state IN ('claimed', 'held')",
             [
-                (state, error, attempts, now, call_id, who)
-                for state, error, attempts, call_id in outcomes
+                (state, error, attempts, not_before, fallbacks, now, call_id, who)
+                for state, error, attempts, not_before, fallbacks, call_id in outcomes
             ],
         )
 
@@ -180,9 +204,10 @@ class Store:
     ) -> list[sqlite3.Row]:
         """Claim up to `room` runnable records, oldest first, and return them.
 
-        Runnable: pending ones, and claimed or held ones whose owner is dead
-        (on this node) or whose lease has expired (on another). A record taken
-        from a dead owner more than its `max_recoveries` times is failed instead.
+        Runnable: pending ones past their `not_before`, and claimed or held ones
+        whose owner is dead (on this node) or whose lease has expired (on
+        another). A record taken from a dead owner more than its
+        `max_recoveries` times is failed instead.
         """
         connection, now, me = self.connection, time.time(), str(owner)
         where, parameters = self.runnable(owner, alive)
@@ -209,15 +234,23 @@ class Store:
         return taken
 
     def runnable(
-        self, owner: Owner | None, alive: Callable[[Owner], bool | None] = is_alive
+        self,
+        owner: Owner | None,
+        alive: Callable[[Owner], bool | None] = is_alive,
+        *,
+        waiting: bool = False,
     ) -> tuple[str, list[object]]:
         """The condition (and its parameters) of records that may be taken up now.
 
-        Pending ones, and claimed or held ones whose owner is dead (on this
-        node) or whose lease has expired (on another); never `owner`'s own.
+        Pending ones past their `not_before` (with `waiting`, those before it
+        too), and claimed or held ones whose owner is dead (on this node) or
+        whose lease has expired (on another); never `owner`'s own.
         """
         me = "" if owner is None else str(owner)
         conditions, parameters = ["state = 'pending'"], list[object]()
+        if not waiting:
+            conditions[0] = "(state = 'pending' AND (not_before IS NULL OR not_before <= ?))"
+            parameters.append(time.time())
         dead, foreign = [], []
         for (text,) in self.connection.execute(_OWNERS_SQL, (me,)):
             other = Owner.parse(text)
@@ -237,6 +270,14 @@ class Store:
             )
             parameters += [*foreign, time.time()]
         return " OR ".join(conditions), parameters
+
+    def next_due(self) -> float | None:
+        """When the first pending record still waiting for its `not_before` is due, if any."""
+        due = self.connection.execute(
+            "SELECT min(not_before) FROM calls WHERE state = 'pending' AND not_before > ?",
+            (time.time(),),
+        ).fetchone()[0]
+        return None if due is None else float(due)
 
     def revive(self, known: Callable[[str], bool]) -> int:
         """Make quarantined records of functions now known pending again; how many."""

@@ -67,6 +67,8 @@ _NAMED_IN_LOG = 20
 _JOURNAL_CLOSE_WAIT = 5.0
 #: Per-backend counters in `stats().backends`.
 _HANDOFF_COUNTERS = ("handed_off", "handoff_failures", "handoff_fallbacks")
+#: What a failed hand-off's log line says happens to the call, by fallback.
+_FALLBACK_TEXT = {"local": "running it locally", "raise": "failing it (on_handoff_error='raise')"}
 
 
 class Runtime:
@@ -407,15 +409,18 @@ class Runtime:
             if deferred._status is not Status.PENDING:
                 return  # settled meanwhile (abandoned by a shutdown)
             counts["handoff_fallbacks"] += 1
-        if policy == "journal" and not self._spill_handoff(deferred):
-            self._fallback_log.warning(
-                "jumpqueue: on_handoff_error='journal' but no journal is configured; "
-                "running %s locally instead",
-                deferred.name,
-            )
-            policy = "local"
+        then = _FALLBACK_TEXT.get(policy, "")
         if policy == "journal":
-            return
+            delay = self._spill_handoff(deferred)
+            if delay is not None:
+                then = f"journaled it, to try again in {delay:.1f} s"
+            else:
+                policy = "local"
+                then = "running it locally: on_handoff_error='journal' but " + (
+                    "no journal is configured"
+                    if self._journal is None
+                    else "the journal cannot be written"
+                )
         self._fallback_log.warning(
             "jumpqueue: %s [%s] not handed off to %s (%s: %s); %s",
             deferred.name,
@@ -423,8 +428,14 @@ class Runtime:
             backend,
             type(error).__name__,
             error,
-            "running it locally" if policy == "local" else "failing it (on_handoff_error='raise')",
+            then,
         )
+        if policy == "journal":
+            with self._lock:
+                if is_live(deferred._status):  # else a shutdown left it in the journal meanwhile
+                    self._settle_locked(deferred, Status.JOURNALED, None, None)
+            deferred._notify()
+            return
         if policy == "local":
             self._executor(deferred.executor).submit(Attempt(deferred, 1))
             return
@@ -436,17 +447,19 @@ class Runtime:
         failure.__cause__ = error
         self._settle(deferred, Status.FAILED, None, failure)
 
-    def _spill_handoff(self, deferred: Deferred[Any]) -> bool:
-        """Spill a call its backend could not take to the journal, to forward it later.
+    def _spill_handoff(self, deferred: Deferred[Any]) -> float | None:
+        """Give a call its backend could not take back to the journal, to forward it later.
 
-        False when there is no journal to spill to (the caller runs it locally).
+        The journal keeps it pending for a back-off that grows with each failed
+        hand-off of the call; the runtime that then takes it up dispatches it
+        again, and `_dispatch()` forwards a never-started call to the backend.
+        Returns the back-off in seconds, or None when there is no journal, or it
+        cannot take the call now (the caller runs it locally).
         """
-        # TODO(journal): when a journal is configured, write the call to it here (its
-        # name, encoded arguments and options, as for the "spill" overload policy) and
-        # let the journal own it: the runtime that recovers it dispatches it again, and
-        # _dispatch() forwards a never-started call to the backend.
-        del deferred
-        return False
+        journal, record = self._journal, deferred._record
+        if journal is None or record is None:
+            return None
+        return journal.hand_back(record)
 
     def attempt_started(self, attempt: Attempt) -> bool:
         """Executors call this when an attempt begins; False means skip it."""
