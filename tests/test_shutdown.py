@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,85 @@ def test_shutdown_logs_nothing_when_all_drained(
     runtime.defer(int, "1").wait(5)
     runtime.shutdown()
     assert not caplog.records
+
+
+class _BlockingHandler(logging.Handler):
+    """Holds the thread that logs `text` until released: a slow log sink."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.reached = threading.Event()
+        self.unblock = threading.Event()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Not emit(): that runs under the handler's lock, which would hold every other
+        # thread's log line (the shutdown's own) behind this one.
+        if self.text in record.getMessage():
+            self.reached.set()
+            self.unblock.wait(10)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Nothing is written anywhere."""
+
+
+@pytest.fixture
+def blocking_log() -> Iterator[Callable[[str], _BlockingHandler]]:
+    added: list[_BlockingHandler] = []
+
+    def add(text: str) -> _BlockingHandler:
+        handler = _BlockingHandler(text)
+        logging.getLogger("jumpqueue").addHandler(handler)
+        added.append(handler)
+        return handler
+
+    yield add
+    for handler in added:
+        handler.unblock.set()
+        logging.getLogger("jumpqueue").removeHandler(handler)
+
+
+def test_shutdown_racing_a_failure_being_recorded_counts_the_call_once(
+    make_runtime: RuntimeFactory, blocking_log: Callable[[str], _BlockingHandler]
+) -> None:
+    runtime = make_runtime(max_workers=1)
+    slow = blocking_log("failed after")
+
+    workers: list[threading.Thread] = []
+
+    def boom() -> None:
+        workers.append(threading.current_thread())
+        raise ValueError("x")
+
+    handle = runtime.defer(boom)
+    assert slow.reached.wait(5)  # the failure is decided, not recorded yet
+    runtime.shutdown(timeout=0)  # abandons the call meanwhile
+    slow.unblock.set()
+    workers[0].join(10)
+    assert not workers[0].is_alive()
+    stats = runtime.stats()
+    assert handle.status is Status.ABANDONED
+    assert stats.submitted == stats.finished == 1
+    assert (stats.abandoned, stats.failed) == (1, 0)
+
+
+def test_shutdown_racing_a_retry_being_scheduled_settles_the_call(
+    make_runtime: RuntimeFactory, blocking_log: Callable[[str], _BlockingHandler]
+) -> None:
+    runtime = make_runtime(max_workers=1, max_stuck_threads=1)
+    slow = blocking_log("are stuck")
+    hang = threading.Event()
+    retried = jumpqueue.task(hang.wait).options(timeout=0.05, retries=1, retry_backoff=0)
+    handle = runtime.defer(retried, 10)
+    assert slow.reached.wait(5)  # the timeout is decided, the retry not scheduled yet
+    closing = threading.Thread(target=runtime.shutdown, args=(0,))
+    closing.start()
+    assert handle.wait(5)
+    slow.unblock.set()
+    closing.join(10)
+    stats = runtime.stats()
+    assert handle.status is Status.ABANDONED
+    assert stats.submitted == stats.finished == 1
+    assert stats.in_flight == 0
+    hang.set()

@@ -524,6 +524,8 @@ class Runtime:
             delay = min(options.retry_backoff * 2 ** (attempt.number - 1), MAX_RETRY_DELAY)
             delay *= random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not cryptography
             with self._lock:
+                if deferred._status is not Status.RUNNING:
+                    return  # settled meanwhile (abandoned by a shutdown)
                 self._counts["retried"] += 1
                 self._move(deferred, Status.PENDING)
             logger.warning(
@@ -553,17 +555,22 @@ class Runtime:
         self, deferred: Deferred[Any], status: Status, result: Any, error: BaseException | None
     ) -> None:
         with self._lock:
-            self._settle_locked(deferred, status, result, error)
-        deferred._notify()
+            settled = self._settle_locked(deferred, status, result, error)
+        if settled:
+            deferred._notify()
 
     def _settle_locked(
         self, deferred: Deferred[Any], status: Status, result: Any, error: BaseException | None
-    ) -> None:
+    ) -> bool:
         # Called with the lock held; the caller notifies the handle's waiters after.
+        # False if the call was final already: whoever settled it first decided.
+        if not is_live(deferred._status):
+            return False
         self._move(deferred, status)
         deferred._resolve(status, result, error)
         if deferred._record is not None and self._journal is not None:
             self._journal.settled(deferred._record, status, error)
+        return True
 
     def _move(self, deferred: Deferred[Any], status: Status) -> None:
         # Called with the lock held: the one place gauges and final counters change.
