@@ -204,6 +204,15 @@ class Journal:
                     self._write(marks=False)
             finally:
                 self._turn.release()
+        else:
+            # No turn in time: withdraw the batch, lest it be written after the call ran
+            # without it. A writer that took it already decides; its transaction is short.
+            with self._lock:
+                withdrawn = batch in self._batches
+                if withdrawn:
+                    self._batches.remove(batch)
+            if not withdrawn:
+                batch.done.wait()
         if batch.done.is_set() and batch.ok:
             return 0
         unwritten = sum(not record.written for record in records)
