@@ -157,11 +157,32 @@ class _Foreign(Exception):  # noqa: N818 -- private signal, never raised to user
 
 def _create_private(path: str) -> None:
     # Created by us, before SQLite, with mode 0600: SQLite then gives its -wal and
-    # -shm files the mode of the database file.
+    # -shm files the mode of the database file. A file that exists already is made
+    # private too; one that is a symbolic link, or someone else's, is refused.
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-    os.close(descriptor)
+    _make_private(path, create=True)
+    for companion in (path + "-wal", path + "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            _make_private(companion, create=False)
+
+
+def _make_private(path: str, *, create: bool) -> None:
+    flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(path, flags | (os.O_CREAT if create else 0), 0o600)
+    try:
+        info = os.fstat(descriptor)
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            raise PermissionError(f"{path} belongs to another user (uid {info.st_uid})")
+        if info.st_mode & 0o077 and hasattr(os, "fchmod"):
+            os.fchmod(descriptor, 0o600)
+            logger.warning(
+                "jumpqueue: %s could be read by others (mode %o); it is 0600 now",
+                path,
+                info.st_mode & 0o777,
+            )
+    finally:
+        os.close(descriptor)
 
 
 def _connect(path: str) -> sqlite3.Connection:

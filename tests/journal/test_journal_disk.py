@@ -201,6 +201,28 @@ def test_journal_files_are_private_whatever_the_umask(
         assert mode == 0o600, (suffix, oct(mode))
 
 
+def test_journal_existing_file_open_to_others_is_made_private(
+    make_journaled: JournaledFactory, journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal_path.touch()
+    journal_path.chmod(0o666)
+    runtime = make_journaled()
+    assert runtime.defer(remember, 1).result(5) == 1
+    assert stat.S_IMODE(journal_path.stat().st_mode) == 0o600
+    assert "could be read by others" in caplog.text
+
+
+def test_journal_path_that_is_a_symbolic_link_is_refused_and_calls_still_run(
+    make_journaled: JournaledFactory, journal_path: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere.db"
+    journal_path.symlink_to(elsewhere)
+    runtime = make_journaled()
+    assert runtime.defer(remember, 1).result(5) == 1  # run without the journal
+    assert runtime.stats().journal_fallbacks == 1
+    assert not elsewhere.exists()
+
+
 def test_journal_corrupt_file_is_moved_aside_and_a_fresh_one_started(
     make_journaled: JournaledFactory, journal_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
