@@ -77,13 +77,15 @@ class RequestScope:
         """
         self._seal(always_only=False)
 
-    async def aseal(self) -> None:
+    async def aseal(self, *, always_only: bool = False) -> None:
         """`seal()` for coroutines: the commit is waited for in a thread, not on the loop.
 
-        Concurrent requests of one event loop then share their commits.
+        Concurrent requests of one event loop then share their commits. With
+        `always_only`, only the calls that run whatever happened are written
+        (a failed request's).
         """
         if any(runtime.journaled for runtime, _ in self._held[self._sealed :]):
-            await asyncio.to_thread(self.seal)
+            await asyncio.to_thread(self._seal, always_only=always_only)
 
     def _seal(self, *, always_only: bool) -> None:
         with self._lock:

@@ -123,7 +123,7 @@ class JumpQueueMiddleware:
             around_calls.reset(around_token)
             current_exchange.reset(exchange_token)
             current_scope.reset(scope_token)
-            exchange.release(error)
+            await exchange.arelease(error)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = shutting_down = drained = False
@@ -278,6 +278,15 @@ class _Exchange:
     def release(self, error: BaseException | None) -> None:
         """Hand the held calls over by the request's outcome; only the first call acts."""
         self.request_scope.release(succeeded=self._succeeded(error))
+
+    async def arelease(self, error: BaseException | None) -> None:
+        """`release()`, with the journal's commit waited for off the event loop."""
+        succeeded = self._succeeded(error)
+        try:
+            if not self.request_scope.released:
+                await self.request_scope.aseal(always_only=not succeeded)
+        finally:  # cancelled meanwhile: release() writes what is left, then it goes on
+            self.request_scope.release(succeeded=succeeded)
 
     def _succeeded(self, error: BaseException | None) -> bool:
         if self.status is not None and self.status >= 400:  # noqa: PLR2004

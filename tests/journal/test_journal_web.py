@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jumpqueue
 from jumpqueue.asgi import JumpQueueMiddleware as AsgiMiddleware
@@ -13,7 +13,7 @@ from jumpqueue.asgi import Message, Receive, Scope, Send
 from jumpqueue.wsgi import JumpQueueMiddleware as WsgiMiddleware
 
 from ..web.fakes import serve_asgi, serve_wsgi
-from .journal_helpers import RECORDER, remember_after_gate, states
+from .journal_helpers import RECORDER, remember, remember_after_gate, states
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -97,3 +97,40 @@ def test_journal_lifespan_startup_takes_up_what_was_left(journal_path: Path) -> 
 
     assert asyncio.run(lifespan()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert sorted(RECORDER.values) == [0, 1, 2]
+
+
+def test_journal_failed_asgi_request_writes_its_always_calls_off_the_loop(
+    journal_path: Path,
+) -> None:
+    runtime = jumpqueue.configure(journal=str(journal_path))
+    assert runtime.open_journal()
+    journal = runtime._journal
+    assert journal is not None
+    commit = journal.commit
+    committed_on: list[bool] = []
+
+    def watched_commit(*args: Any, **kwargs: Any) -> int:
+        committed_on.append(_on_event_loop())
+        return commit(*args, **kwargs)
+
+    journal.commit = watched_commit  # type: ignore[method-assign]
+    always = remember.options(always=True)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        jumpqueue.defer(always, "kept")
+        jumpqueue.defer(remember, "skipped")
+        raise RuntimeError("the view failed")
+
+    exchange = asyncio.run(serve_asgi(AsgiMiddleware(app)))
+    assert isinstance(exchange.error, RuntimeError)
+    assert RECORDER.wait_for(1)
+    assert RECORDER.values == ["kept"]
+    assert committed_on == [False]
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
