@@ -33,7 +33,7 @@ from ._stats import Stats
 from ._tasks import DEFAULT_OPTIONS, Task, callable_info, check_arguments, check_callable
 from .backends import open_backend
 from .executors import EXECUTORS
-from .executors._base import Attempt, Executor
+from .executors._base import Attempt, Executor, running_loop
 
 if TYPE_CHECKING:
     from ._journal import Journal
@@ -139,6 +139,8 @@ class Runtime:
 
     def defer(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Run `fn(*args, **kwargs)` later; see `jumpqueue.defer`."""
+        if self._closing:  # before any executor is made for a call that is refused anyway
+            raise RuntimeClosedError(f"the runtime is shut down; {fn!r} not accepted")
         if isinstance(fn, Task):
             function, options, name = fn.fn, fn.task_options, fn.name
         else:
@@ -153,7 +155,7 @@ class Runtime:
                 raise InvalidCallError(
                     f"executor='async' needs a coroutine function; {info.name} is not one"
                 )
-            loop = _running_loop()
+            loop = running_loop()
         scope = current_scope.get()
         context = contextvars.copy_context()
         if scope is not None:
@@ -243,7 +245,7 @@ class Runtime:
             return "reject"
         if policy != "wait":
             return policy
-        if _running_loop() is not None:
+        if running_loop() is not None:
             # Blocking an event loop would freeze the whole application.
             self._loop_wait_log.warning(
                 "jumpqueue: the 'wait' overload policy cannot block an event loop; "
@@ -693,7 +695,7 @@ class Runtime:
         if timeout is None:
             timeout = self.config.shutdown_timeout
         check_seconds("timeout", timeout, allow_zero=True)
-        if _running_loop() is not None and not self._closing:
+        if running_loop() is not None and not self._closing:
             logger.warning(
                 "jumpqueue: shutdown() blocks this event loop, so coroutines deferred on it "
                 "cannot finish; use 'await runtime.ashutdown()' in async code"
@@ -764,13 +766,6 @@ class Runtime:
         # Threads do not survive fork: the child starts over with the same configuration.
         if not self._closing:
             self._reset()
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()

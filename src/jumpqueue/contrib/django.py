@@ -15,7 +15,6 @@ middleware around the whole application as well (see docs/frameworks.md).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import threading
@@ -30,6 +29,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from .._exceptions import ConfigurationError, OverloadedError
 from .._scope import RequestScope, around_calls, current_scope
 from .._web import OVERLOADED_BODY, HttpCounters, log_overloaded, overloaded_headers
+from ..executors._base import running_loop
 from ._settings import apply_settings
 
 __all__ = ["JumpQueueMiddleware"]
@@ -157,8 +157,4 @@ def _fresh_connections(request_thread: int) -> Iterator[None]:
 
 
 def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    return running_loop() is not None

@@ -9,6 +9,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ._base import running_loop
+
 if TYPE_CHECKING:
     from .._config import Config
     from .._deferred import Deferred
@@ -93,7 +95,7 @@ class AsyncExecutor:
     def _start_all(self, ready: list[Attempt]) -> None:
         if not ready:
             return
-        current = _running_loop()
+        current = running_loop()
         for attempt in ready:
             loop = attempt.deferred.loop
             if loop is current and loop is not None:
@@ -151,13 +153,6 @@ class AsyncExecutor:
 def _create_task(attempt: Attempt) -> asyncio.Task[Any]:
     # Called inside the call's context, which the task then keeps.
     return asyncio.get_running_loop().create_task(attempt.coroutine())
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class _LoopThread:
