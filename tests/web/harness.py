@@ -214,7 +214,8 @@ SERVERS = {
         "waitress",
         lambda port: [
             *(PY, "-m", "waitress", f"--listen=127.0.0.1:{port}", "--threads=4"),
-            "tests.web.apps.wsgi_plain:app",
+            # wsgi_plain with the SIGTERM snippet of docs/servers.md.
+            "tests.web.apps.waitress_app:app",
         ],
         "wsgi",
         ("waitress",),
@@ -277,9 +278,9 @@ class RunningServer:
         """Everything the server wrote so far."""
         return self.log_path.read_text(errors="replace")
 
-    def terminate(self) -> None:
-        """SIGTERM to the server's main process, as a process manager stops it."""
-        self.process.send_signal(signal.SIGTERM)
+    def terminate(self, signum: signal.Signals = signal.SIGTERM) -> None:
+        """SIGTERM (or `signum`) to the server's main process, as a process manager stops it."""
+        self.process.send_signal(signum)
 
     def wait(self, timeout: float) -> int:
         """Wait for the server to exit; its exit code."""

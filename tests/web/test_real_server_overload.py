@@ -1,15 +1,17 @@
-"""Overload on a real server: far more work than the pool can take, then calm again.
+"""Overload on every real server: far more work than the pool can take, then calm again.
 
 The backlog holds 8 calls and 2 threads run them; 12 clients ask for more for
-two seconds (gunicorn's sync worker serves one request at a time, so its calls
-are longer, to offer it as much more than it can run). Every answer must be 200
-or 503 (no hung connection), each 503 must carry Retry-After, memory must stay
-bounded, and afterwards the server must answer normally with an empty backlog
-and every accepted call accounted for.
+a bounded time, at least `FAR_PAST` times what the pool can take in that time.
+The ASGI servers use the "reject" policy (an event loop cannot wait: "wait"
+would reject there anyway); the WSGI servers "wait", then reject. Every answer
+must be 200 or 503 (no hung connection), each 503 must carry Retry-After,
+memory must stay bounded, and afterwards the same server process must answer
+normally with an empty backlog and every accepted call accounted for.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -21,13 +23,40 @@ import pytest
 from .harness import SERVERS, Coordinator, RunningServer, running
 
 CLIENTS = 12
-LOAD_SECONDS = 2.0
+MAX_WORKERS = 2
+MAX_PENDING = 8
+#: How long the "wait" policy blocks a handler before it rejects.
+OVERLOAD_WAIT = 0.01
+LOAD_SECONDS = 1.0
 MAX_REQUESTS_PER_CLIENT = 2000
 RSS_GROWTH_LIMIT_KIB = 64 * 1024
+#: The offered calls must be at least this many times what the pool can take.
+FAR_PAST = 3
 
-# Policy and length of a call in milliseconds. uvicorn would turn "wait" into
-# "reject" on its event loop anyway; gunicorn's sync worker waits, then rejects.
-CASES = {"uvicorn": ("reject", 100), "gunicorn-sync": ("wait", 200)}
+# Policy and length of a call in milliseconds. A server that answers slower gets
+# longer calls, so that what it is offered stays far past what the pool can take:
+# a WSGI server answers no faster than its threads can wait (gunicorn's sync
+# worker serves one request at a time), and Django under ASGI runs its views
+# one at a time on one thread.
+CASES = {
+    "uvicorn": ("reject", 100),
+    "hypercorn": ("reject", 100),
+    "granian": ("reject", 100),
+    "gunicorn-sync": ("wait", 300),
+    "gunicorn-gthread": ("wait", 200),
+    "gunicorn-uvicorn": ("reject", 200),
+    "waitress": ("wait", 200),
+    "werkzeug": ("wait", 200),
+}
+
+
+def test_every_server_has_an_overload_case() -> None:
+    assert set(CASES) == set(SERVERS)
+
+
+def _capacity(milliseconds: int) -> float:
+    """The most calls the pool can take while the load lasts: what it runs, and its backlog."""
+    return MAX_WORKERS * LOAD_SECONDS * 1000 / milliseconds + MAX_PENDING
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -41,27 +70,30 @@ def overloadable_server(
     if missing is not None:
         pytest.skip(f"{missing} is not installed for this Python")
     environment = {
-        "JUMPQUEUE_MAX_WORKERS": "2",
-        "JUMPQUEUE_MAX_PENDING": "8",
+        "JUMPQUEUE_MAX_WORKERS": str(MAX_WORKERS),
+        "JUMPQUEUE_MAX_PENDING": str(MAX_PENDING),
         "JUMPQUEUE_ON_OVERLOAD": CASES[request.param][0],
-        "JUMPQUEUE_OVERLOAD_WAIT": "0.05",
+        "JUMPQUEUE_OVERLOAD_WAIT": str(OVERLOAD_WAIT),
     }
     with running(spec, coordinator, tmp_path_factory.mktemp(spec.name), **environment) as started:
         yield started
 
 
-def _offer_load(server: RunningServer, statuses: Counter[int], lock: threading.Lock) -> None:
-    milliseconds = CASES[server.spec.name][1]
-    deadline = time.monotonic() + LOAD_SECONDS
+def _offer_load(
+    client: httpx.Client,
+    milliseconds: int,
+    deadline: float,
+    statuses: Counter[int],
+    lock: threading.Lock,
+) -> None:
     seen: Counter[int] = Counter()
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        for _ in range(MAX_REQUESTS_PER_CLIENT):
-            if time.monotonic() > deadline:
-                break
-            response = client.get(f"/work?ms={milliseconds}")
-            if response.status_code == 503:
-                assert int(response.headers["Retry-After"]) >= 1
-            seen[response.status_code] += 1
+    for _ in range(MAX_REQUESTS_PER_CLIENT):
+        if time.monotonic() > deadline:
+            break
+        response = client.get(f"/work?ms={milliseconds}")
+        if response.status_code == 503:
+            assert int(response.headers["Retry-After"]) >= 1
+        seen[response.status_code] += 1
     with lock:
         statuses.update(seen)
 
@@ -69,18 +101,27 @@ def _offer_load(server: RunningServer, statuses: Counter[int], lock: threading.L
 @pytest.mark.timeout(60)
 def test_real_server_overload_sheds_then_recovers(overloadable_server: RunningServer) -> None:
     server = overloadable_server
+    policy, milliseconds = CASES[server.spec.name]
     before = server.stats()
     statuses: Counter[int] = Counter()
     lock = threading.Lock()
     errors: list[BaseException] = []
 
-    def client() -> None:
+    def offer(client: httpx.Client, deadline: float) -> None:
         try:
-            _offer_load(server, statuses, lock)
+            with client:
+                _offer_load(client, milliseconds, deadline, statuses, lock)
         except BaseException as error:  # noqa: BLE001 -- reported by the test below
             errors.append(error)
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    # The clients are made before the clock starts, with one SSL context for all
+    # (httpx builds one per client otherwise, tens of milliseconds each).
+    context = ssl.create_default_context()
+    clients = [
+        httpx.Client(base_url=server.url, timeout=10, verify=context) for _ in range(CLIENTS)
+    ]
+    deadline = time.monotonic() + LOAD_SECONDS
+    threads = [threading.Thread(target=offer, args=(client, deadline)) for client in clients]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -90,16 +131,22 @@ def test_real_server_overload_sheds_then_recovers(overloadable_server: RunningSe
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[503] > 0, statuses
     assert statuses[200] > 0, statuses
+    offered = statuses.total()
+    assert offered >= FAR_PAST * _capacity(milliseconds), (offered, _capacity(milliseconds))
 
     after = server.wait_stats(lambda stats: stats["in_flight"] == 0, timeout=20)
+    assert after["pid"] == before["pid"], "the server restarted its worker"
     assert after["submitted"] == after["finished"], after
+    assert after["submitted"] - before["submitted"] == offered, (before, after)
     assert after["counters"]["overloaded"] - before["counters"]["overloaded"] == statuses[503]
     assert after["shed"]["reject"] == statuses[503]
-    if CASES[server.spec.name][0] == "wait":
+    if policy == "wait":
         assert after["waited"] > 0, after
     assert after["succeeded"] - before["succeeded"] == statuses[200]
     assert after["rss_kib"] - before["rss_kib"] < RSS_GROWTH_LIMIT_KIB, (before, after)
 
     response = server.get("/work?ms=1")
     assert response.status_code == 200
-    server.wait_stats(lambda stats: stats["in_flight"] == 0)
+    final = server.wait_stats(lambda stats: stats["in_flight"] == 0)
+    assert final["pid"] == before["pid"]
+    assert final["succeeded"] == after["succeeded"] + 1
