@@ -4,6 +4,10 @@
 
 Prints microseconds per call (median over rounds) and each peer's ratio to
 `jumpqueue.defer`, then the peak memory of 100,000 pending deferred calls.
+The first rows hold the pool's one thread busy, so that they measure the hand-off
+alone; the "calls running meanwhile" rows let 8 threads run the calls while the
+producer hands them off, and so also measure how the threads share the
+interpreter, which swings widely from run to run on a 2-core machine.
 RQ and Celery are measured against the local Redis (database 15, queue
 `jumpqueue-bench`, cleaned up afterwards) and skipped if it is unreachable.
 """
@@ -46,8 +50,13 @@ def per_call(run: Callable[[int], None], calls: int, rounds: int) -> float:
     return statistics.median(samples)
 
 
-def bench_defer_thread(calls: int, rounds: int) -> float:
-    runtime = jumpqueue.Runtime(jumpqueue.Config(max_pending=10 * calls))
+def bench_defer_thread(calls: int, rounds: int, *, busy: bool) -> float:
+    """defer() on the thread pool; with `busy`, its one thread is held, so only hand-off counts."""
+    size = 1 if busy else 8
+    runtime = jumpqueue.Runtime(jumpqueue.Config(max_workers=size, max_pending=10 * calls))
+    gate = threading.Event()
+    if busy:
+        runtime.defer(gate.wait)
 
     def run(n: int) -> None:
         for _ in range(n):
@@ -56,6 +65,7 @@ def bench_defer_thread(calls: int, rounds: int) -> float:
     try:
         return per_call(run, calls, rounds)
     finally:
+        gate.set()
         runtime.shutdown()
 
 
@@ -75,14 +85,21 @@ def bench_defer_async(calls: int, rounds: int) -> float:
         runtime.shutdown()
 
 
-def bench_thread_pool(calls: int, rounds: int) -> float:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+def bench_thread_pool(calls: int, rounds: int, *, busy: bool) -> float:
+    """ThreadPoolExecutor.submit; with `busy`, its one thread is held, as for defer()."""
+    gate = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1 if busy else 8) as pool:
+        if busy:
+            pool.submit(gate.wait)
 
         def run(n: int) -> None:
             for _ in range(n):
                 pool.submit(noop)
 
-        return per_call(run, calls, rounds)
+        try:
+            return per_call(run, calls, rounds)
+        finally:
+            gate.set()
 
 
 def bench_create_task(calls: int, rounds: int) -> float:
@@ -190,9 +207,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     rows: list[tuple[str, float | None]] = [
-        ("jumpqueue.defer (thread)", bench_defer_thread(args.calls, args.rounds)),
+        ("jumpqueue.defer (thread)", bench_defer_thread(args.calls, args.rounds, busy=True)),
+        ("ThreadPoolExecutor.submit", bench_thread_pool(args.calls, args.rounds, busy=True)),
+        (
+            "jumpqueue.defer (thread), calls running meanwhile",
+            bench_defer_thread(args.calls, args.rounds, busy=False),
+        ),
+        (
+            "ThreadPoolExecutor.submit, calls running meanwhile",
+            bench_thread_pool(args.calls, args.rounds, busy=False),
+        ),
         ("jumpqueue.defer (async, in a loop)", bench_defer_async(args.calls, args.rounds)),
-        ("ThreadPoolExecutor.submit", bench_thread_pool(args.calls, args.rounds)),
         ("asyncio create_task", bench_create_task(args.calls, args.rounds)),
         ("Starlette BackgroundTasks add+run", bench_background_tasks(args.calls, args.rounds)),
         ("RQ enqueue (local Redis)", bench_rq(args.calls, args.rounds)),
