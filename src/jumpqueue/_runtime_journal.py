@@ -75,12 +75,14 @@ class RuntimeJournaling(RuntimeOutcomes):
 
     def _journal_commit(self, deferreds: list[Deferred[Any]]) -> None:
         journal = self._journal
+        if journal is None:
+            return
         records = [
             record
             for record in (deferred._record for deferred in deferreds)
             if record is not None and not record.written
         ]
-        if journal is not None and records:
+        if records:
             unwritten = journal.commit(records)
             if unwritten:  # they run without it (on_journal_error="memory", or too late)
                 with self._lock:
