@@ -1,13 +1,11 @@
-"""gunicorn settings for the SIGKILL test: each worker opens the journal as it starts."""
+"""gunicorn settings for the SIGKILL test: jumpqueue's own hooks, as the README tells users.
+
+Each worker opens the journal as it starts (and so takes up what a killed worker
+left), and drains as it exits.
+"""
 
 from __future__ import annotations
 
-import jumpqueue
-from jumpqueue.contrib.gunicorn import worker_exit
+from jumpqueue.contrib.gunicorn import post_worker_init, worker_exit
 
 __all__ = ["post_worker_init", "worker_exit"]
-
-
-def post_worker_init(worker: object) -> None:
-    """Take up what the killed server left, without waiting for new requests."""
-    jumpqueue.get_runtime().open_journal()
