@@ -2,7 +2,7 @@
 
     jumpqueue.configure(backend="rq+redis://127.0.0.1:6379/0")
     jumpqueue.configure(backend="celery+amqp://guest:guest@127.0.0.1:5672//")
-    jumpqueue.configure(backend=RQBackend("redis://10.0.0.5:6379/0", queue="emails"))
+    jumpqueue.configure(backend=RQBackend("redis://redis.internal:6379/0", queue="emails"))
 
 or `JUMPQUEUE_BACKEND=rq+redis://...` in the environment. The engines' client
 libraries are imported only when a backend is opened, so `import jumpqueue`
