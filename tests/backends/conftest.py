@@ -9,6 +9,7 @@ they fail. A broker that a test stops is a private `redis-server` it starts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -17,16 +18,20 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from jumpqueue import Deferred, Status
 from jumpqueue.asgi import JumpQueueMiddleware
 from jumpqueue.context import request_id, traceparent
 
+from . import backend_tasks
 from .backend_tasks import REPORT_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -287,3 +292,49 @@ def served(app: JumpQueueMiddleware) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@dataclasses.dataclass
+class Outage:
+    """What a broker outage looked like from a real web request's side."""
+
+    handles: list[Deferred[Any]]
+    sent: int  # requests made, each deferring one call
+    local: list[Event]  # the calls that ran here instead, in order
+
+
+def ride_out_broker_outage(private_redis: PrivateRedis, reporter: Reporter, name: str) -> Outage:
+    """Serve requests that defer one call each while the broker is up, down, then up again.
+
+    Every request must answer at once (the broker is never waited on); calls made while
+    the broker is down run here; the loop ends with the first call handed off again.
+    """
+    handles: list[Deferred[Any]] = []
+
+    def handler(path: str, query: dict[str, str]) -> int:
+        handles.append(backend_tasks.record.defer(name, {"n": int(query["n"])}))
+        return 200
+
+    def request(client: httpx.Client, n: int) -> Deferred[Any]:
+        started = time.monotonic()
+        assert client.get(f"/order?n={n}").status_code == 200
+        assert time.monotonic() - started < 3.0  # the request never waits on the broker (4 s)
+        handle = handles[-1]
+        assert handle.wait(10)
+        return handle
+
+    with served(asgi_app(handler)) as url, httpx.Client(base_url=url, timeout=10) as client:
+        assert request(client, 0).status is Status.HANDED_OFF
+        private_redis.down()
+        for n in range(1, 4):
+            assert request(client, n).status is Status.SUCCEEDED  # ran here instead
+        private_redis.up()
+        deadline = time.monotonic() + 15
+        n = 4
+        while request(client, n).status is not Status.HANDED_OFF:
+            assert time.monotonic() < deadline, "hand-off did not resume"
+            n += 1
+    local = reporter.events(name)
+    assert [event["payload"]["n"] for event in local[:3]] == [1, 2, 3]
+    assert all(event["pid"] == os.getpid() for event in local)
+    return Outage(handles, n, local)

@@ -30,6 +30,7 @@ from .conftest import (
     Reporter,
     asgi_app,
     require,
+    ride_out_broker_outage,
     served,
     unique_name,
 )
@@ -193,38 +194,10 @@ def test_rq_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
     private_redis: PrivateRedis, reporter: Reporter, use_runtime: RuntimeFactory
 ) -> None:
     use_runtime(backend=f"rq+{private_redis.url}", handoff_timeout=4.0)
-    handles: list[Deferred[Any]] = []
-    name = tag()
-
-    def handler(path: str, query: dict[str, str]) -> int:
-        handles.append(backend_tasks.record.defer(name, {"n": int(query["n"])}))
-        return 200
-
-    def request(client: httpx.Client, n: int) -> Deferred[Any]:
-        started = time.monotonic()
-        assert client.get(f"/order?n={n}").status_code == 200
-        assert time.monotonic() - started < 3.0  # the request never waits on the broker (4 s)
-        handle = handles[-1]
-        assert handle.wait(10)
-        return handle
-
-    with served(asgi_app(handler)) as url, httpx.Client(base_url=url, timeout=10) as client:
-        assert request(client, 0).status is Status.HANDED_OFF
-        private_redis.down()
-        for n in range(1, 4):
-            assert request(client, n).status is Status.SUCCEEDED  # ran here instead
-        private_redis.up()
-        deadline = time.monotonic() + 15
-        n = 4
-        while request(client, n).status is not Status.HANDED_OFF:
-            assert time.monotonic() < deadline, "hand-off did not resume"
-            n += 1
-    local = reporter.events(name)
-    assert [event["payload"]["n"] for event in local[:3]] == [1, 2, 3]
-    assert all(event["pid"] == os.getpid() for event in local)
+    outage = ride_out_broker_outage(private_redis, reporter, tag())
     with redis.Redis.from_url(private_redis.url) as restarted:
-        assert Job.exists(handles[-1].id, connection=restarted)
+        assert Job.exists(outage.handles[-1].id, connection=restarted)
     counts = jumpqueue.stats().backends["rq"]
     assert counts["handed_off"] == 2
     assert counts["handoff_failures"] >= 1
-    assert counts["handoff_fallbacks"] == len(local) == n - 1
+    assert counts["handoff_fallbacks"] == len(outage.local) == outage.sent - 1

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -295,6 +296,19 @@ class RunningServer:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+
+
+@contextlib.contextmanager
+def running_installed(
+    name: str, coordinator: Coordinator, log_dir: Path, **environment: str
+) -> Iterator[RunningServer]:
+    """`running()` for the server of that name, skipping the test where it is not installed."""
+    spec = SERVERS[name]
+    missing = spec.missing()
+    if missing is not None:
+        pytest.skip(f"{missing} is not installed for this Python")
+    with running(spec, coordinator, log_dir, **environment) as started:
+        yield started
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .harness import SERVERS, Coordinator, RunningServer, running
+from .harness import SERVERS, Coordinator, RunningServer, running_installed
 
 CLIENTS = 12
 MAX_WORKERS = 2
@@ -65,17 +65,14 @@ def overloadable_server(
     coordinator: Coordinator,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningServer]:
-    spec = SERVERS[request.param]
-    missing = spec.missing()
-    if missing is not None:
-        pytest.skip(f"{missing} is not installed for this Python")
     environment = {
         "JUMPQUEUE_MAX_WORKERS": str(MAX_WORKERS),
         "JUMPQUEUE_MAX_PENDING": str(MAX_PENDING),
         "JUMPQUEUE_ON_OVERLOAD": CASES[request.param][0],
         "JUMPQUEUE_OVERLOAD_WAIT": str(OVERLOAD_WAIT),
     }
-    with running(spec, coordinator, tmp_path_factory.mktemp(spec.name), **environment) as started:
+    directory = tmp_path_factory.mktemp(request.param)
+    with running_installed(request.param, coordinator, directory, **environment) as started:
         yield started
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .harness import SERVERS, Coordinator, RunningServer, running
+from .harness import SERVERS, Coordinator, RunningServer, running_installed
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
@@ -19,11 +19,8 @@ def server(
     coordinator: Coordinator,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningServer]:
-    spec = SERVERS[request.param]
-    missing = spec.missing()
-    if missing is not None:
-        pytest.skip(f"{missing} is not installed for this Python")
-    with running(spec, coordinator, tmp_path_factory.mktemp(spec.name)) as started:
+    directory = tmp_path_factory.mktemp(request.param)
+    with running_installed(request.param, coordinator, directory) as started:
         yield started
 
 
