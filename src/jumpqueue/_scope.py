@@ -11,11 +11,24 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._deferred import Deferred
-    from ._runtime import Runtime
+
+
+class ScopeHost(Protocol):
+    """The part of a runtime that a request scope hands its held calls back to."""
+
+    @property
+    def journaled(self) -> bool:
+        """True if the runtime writes its calls to a journal (sealing then has work to do)."""
+
+    def seal_held(self, deferreds: list[Deferred[Any]]) -> None:
+        """Write held calls to the journal in one transaction; never runs them."""
+
+    def release_held(self, deferred: Deferred[Any], *, run: bool) -> None:
+        """Hand a held call over to run, or skip it; never blocks."""
 
 current_scope: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
     "jumpqueue_request_scope", default=None
@@ -39,7 +52,7 @@ class RequestScope:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: list[tuple[Runtime, Deferred[Any]]] = []
+        self._held: list[tuple[ScopeHost, Deferred[Any]]] = []
         self._sealed = 0  # how many of _held were sealed
         self._released = False
 
@@ -59,12 +72,12 @@ class RequestScope:
         """Undo `activate()`."""
         current_scope.reset(token)
 
-    def hold(self, runtime: Runtime, deferred: Deferred[Any]) -> bool:
+    def hold(self, host: ScopeHost, deferred: Deferred[Any]) -> bool:
         """Keep a call until release; False if the scope was released already."""
         with self._lock:
             if self._released:
                 return False
-            self._held.append((runtime, deferred))
+            self._held.append((host, deferred))
             return True
 
     def seal(self) -> None:
@@ -84,7 +97,7 @@ class RequestScope:
         `always_only`, only the calls that run whatever happened are written
         (a failed request's).
         """
-        if any(runtime.journaled for runtime, _ in self._held[self._sealed :]):
+        if any(host.journaled for host, _ in self._held[self._sealed :]):
             await asyncio.to_thread(self._seal, always_only=always_only)
 
     def _seal(self, *, always_only: bool) -> None:
@@ -92,12 +105,12 @@ class RequestScope:
             if self._released:
                 return
             fresh, self._sealed = self._held[self._sealed :], len(self._held)
-        by_runtime: dict[Runtime, list[Deferred[Any]]] = {}
-        for runtime, deferred in fresh:
+        by_host: dict[ScopeHost, list[Deferred[Any]]] = {}
+        for host, deferred in fresh:
             if deferred.options.always or not always_only:
-                by_runtime.setdefault(runtime, []).append(deferred)
-        for runtime, deferreds in by_runtime.items():
-            runtime.seal_held(deferreds)
+                by_host.setdefault(host, []).append(deferred)
+        for host, deferreds in by_host.items():
+            host.seal_held(deferreds)
 
     def release(self, *, succeeded: bool) -> None:
         """Hand the held calls over to their runtimes; idempotent.
@@ -113,5 +126,5 @@ class RequestScope:
                 return
             self._released = True
             held, self._held = self._held, []
-        for runtime, deferred in held:
-            runtime.release_held(deferred, run=succeeded or deferred.options.always)
+        for host, deferred in held:
+            host.release_held(deferred, run=succeeded or deferred.options.always)
