@@ -18,7 +18,7 @@ RuntimeFactory = Callable[..., Runtime]
 def wait_until_waiting_for_room(runtime: Runtime, count: int = 1, timeout: float = 5.0) -> None:
     """Block until `count` callers are blocked in the "wait" overload policy."""
     deadline = time.monotonic() + timeout
-    while runtime._waiting_for_room < count:  # no public signal for this: read the gauge
+    while runtime._ledger.waiting_for_room < count:  # no public signal for this: read the gauge
         if time.monotonic() > deadline:
             raise AssertionError(f"no caller waited for room within {timeout} s")
         threading.Event().wait(0.001)

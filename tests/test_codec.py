@@ -88,7 +88,7 @@ def test_codec_json_refuses_what_it_would_change(
 
 def test_codec_serializer_option_is_validated() -> None:
     with pytest.raises(jumpqueue.ConfigurationError, match="serializer"):
-        jumpqueue.task(serializer="yaml")
+        jumpqueue.task(serializer="yaml")  # type: ignore[call-overload]
 
 
 @jumpqueue.task(retries=4)

@@ -44,7 +44,7 @@ def test_config_unknown_option_is_named() -> None:
     with pytest.raises(ConfigurationError, match="max_wrokers"):
         Config.build(max_wrokers=3)
     with pytest.raises(ConfigurationError, match="max_wrokers"):
-        jumpqueue.configure(max_wrokers=3)
+        jumpqueue.configure(max_wrokers=3)  # type: ignore[call-arg]
 
 
 def test_config_from_env_reads_prefixed_variables() -> None:

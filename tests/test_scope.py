@@ -84,7 +84,7 @@ def test_scope_hold_race_with_release_still_runs_the_call(make_runtime: RuntimeF
     scope.release(succeeded=True)
     held = runtime.defer(int, "1")  # no active scope: submitted at once
     assert held.result(timeout=5) == 1
-    assert scope.hold(runtime, held) is False
+    assert scope.hold(runtime._held_calls, held) is False
 
 
 def test_scope_call_admitted_after_waiting_is_held_then_runs(make_runtime: RuntimeFactory) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ def test_task_options_returns_a_copy_with_overrides() -> None:
         ({"colour": "blue"}, "colour"),
     ],
 )
-def test_task_bad_options_raise_naming_the_option(options: dict[str, object], field: str) -> None:
+def test_task_bad_options_raise_naming_the_option(options: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigurationError, match=field):
         jumpqueue.task(**options)
     with pytest.raises(ConfigurationError, match=field):

@@ -19,8 +19,6 @@ from typing import Any
 from ._exceptions import InvalidCallError
 from ._tasks import DEFAULT_OPTIONS, Task, import_path, lookup, register
 
-SERIALIZERS = ("json", "pickle")
-
 
 def registered_name(fn: Callable[..., Any], name: str) -> str:
     """The name under which fn is known, registering a plain function under its import path.

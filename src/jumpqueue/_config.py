@@ -6,32 +6,35 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
+from ._choices import (
+    BACKENDS,
+    HANDOFF_POLICIES,
+    JOURNAL_ERROR_POLICIES,
+    JOURNAL_SYNCHRONOUS,
+    OVERLOAD_POLICIES,
+    SERIALIZERS,
+    START_METHODS,
+    HandoffPolicy,
+    JournalErrorPolicy,
+    JournalSynchronous,
+    OverloadPolicy,
+    Serializer,
+    StartMethod,
+)
 from ._exceptions import ConfigurationError
-from .backends import check_backend
 
 if TYPE_CHECKING:
-    from .backends import Backend
+    from typing_extensions import Unpack
 
-#: What a full backlog does to a new call; the one registry every spelling goes through.
-OVERLOAD_POLICIES = ("wait", "reject", "drop", "inline", "spill")
-#: What a call does when its backend cannot take it: run here, spill to the journal, or fail.
-HANDOFF_POLICIES = ("local", "journal", "raise")
+    from .backends import Backend
 
 ENV_PREFIX = "JUMPQUEUE_"
 
-#: How the "process" executor may start its children (see `multiprocessing`).
-START_METHODS = ("forkserver", "spawn", "fork")
 #: A smaller address space cannot even start an interpreter.
 MIN_MEMORY_LIMIT = 16 * 1024**2
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-#: How the journal syncs its commits: FULL survives power loss, NORMAL only a crash.
-JOURNAL_SYNCHRONOUS = ("FULL", "NORMAL")
-#: What happens to a call that cannot be journaled (see `Config.on_journal_error`).
-JOURNAL_ERROR_POLICIES = ("memory", "overload")
-# _codec.SERIALIZERS, which this module cannot import: the codec imports it, through _tasks.
-_SERIALIZERS = ("json", "pickle")
 #: A lease renewed less often than this would have to be renewed all the time.
 MIN_JOURNAL_LEASE = 1.0
 
@@ -94,7 +97,7 @@ class Config:
     max_workers: int = 8
     max_async: int = 100
     max_pending: int = 1000
-    on_overload: str = "wait"
+    on_overload: OverloadPolicy = "wait"
     overload_wait: float = 1.0
     task_timeout: float | None = None
     shutdown_timeout: float = 20.0
@@ -103,18 +106,18 @@ class Config:
     memory_limit: int | None = None
     max_tasks_per_child: int | None = None
     process_idle_timeout: float | None = 300.0
-    start_method: str | None = None
+    start_method: StartMethod | None = None
     # Not in the repr: a broker URL may carry a password.
     backend: str | Backend | None = dataclasses.field(default=None, repr=False)
     backend_queue: str | None = None
     handoff_timeout: float = 2.0
-    on_handoff_error: str = "local"
+    on_handoff_error: HandoffPolicy = "local"
     journal: str | None = None
-    journal_synchronous: str = "FULL"
-    serializer: str = "json"
+    journal_synchronous: JournalSynchronous = "FULL"
+    serializer: Serializer = "json"
     journal_retention: float = 7 * 24 * 3600.0
     journal_lease: float = 30.0
-    on_journal_error: str = "memory"
+    on_journal_error: JournalErrorPolicy = "memory"
 
     def __post_init__(self) -> None:
         for name in ("max_workers", "max_async", "max_pending"):
@@ -124,7 +127,7 @@ class Config:
         check_seconds("shutdown_timeout", self.shutdown_timeout, allow_zero=True)
         if self.task_timeout is not None:
             check_seconds("task_timeout", self.task_timeout, allow_zero=False)
-        check_policy("on_overload", self.on_overload)
+        check_choice("on_overload", self.on_overload, OVERLOAD_POLICIES)
         _check_int("max_processes", self.max_processes, minimum=1)
         size: object = self.memory_limit
         if isinstance(size, str):
@@ -148,7 +151,7 @@ class Config:
                 f"backend_queue must be a non-empty str or None, not {self.backend_queue!r}"
             )
         check_seconds("handoff_timeout", self.handoff_timeout, allow_zero=False)
-        check_handoff_policy("on_handoff_error", self.on_handoff_error)
+        check_choice("on_handoff_error", self.on_handoff_error, HANDOFF_POLICIES)
         self._check_journal()
 
     def _check_journal(self) -> None:
@@ -162,9 +165,9 @@ class Config:
         synchronous: object = self.journal_synchronous
         if isinstance(synchronous, str):
             object.__setattr__(self, "journal_synchronous", synchronous.upper())
-        _check_choice("journal_synchronous", self.journal_synchronous, JOURNAL_SYNCHRONOUS)
-        _check_choice("serializer", self.serializer, _SERIALIZERS)
-        _check_choice("on_journal_error", self.on_journal_error, JOURNAL_ERROR_POLICIES)
+        check_choice("journal_synchronous", self.journal_synchronous, JOURNAL_SYNCHRONOUS)
+        check_choice("serializer", self.serializer, SERIALIZERS)
+        check_choice("on_journal_error", self.on_journal_error, JOURNAL_ERROR_POLICIES)
         check_seconds("journal_retention", self.journal_retention, allow_zero=False)
         check_seconds("journal_lease", self.journal_lease, allow_zero=False)
         if self.journal_lease < MIN_JOURNAL_LEASE:
@@ -178,7 +181,9 @@ class Config:
             )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Unpack[ConfigOptions]
+    ) -> Config:
         """Read `JUMPQUEUE_<NAME>` variables; keyword overrides win over the environment.
 
         Raises:
@@ -199,11 +204,39 @@ class Config:
         check_names(cls, values, "configuration option")
         return cls(**values)
 
-    def replace(self, **changes: Any) -> Config:
+    def replace(self, **changes: Unpack[ConfigOptions]) -> Config:
         """A copy with some fields changed, validated like a new one."""
         # Not dataclasses.asdict(): it deep-copies, and a backend object is shared, not copied.
         current = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         return type(self).build(**{**current, **changes})
+
+
+class ConfigOptions(TypedDict, total=False):
+    """`Config`'s fields as keyword options (`configure(**options)`), for mypy to check."""
+
+    max_workers: int
+    max_async: int
+    max_pending: int
+    on_overload: OverloadPolicy
+    overload_wait: float
+    task_timeout: float | None
+    shutdown_timeout: float
+    max_stuck_threads: int
+    max_processes: int
+    memory_limit: int | str | None
+    max_tasks_per_child: int | None
+    process_idle_timeout: float | None
+    start_method: StartMethod | None
+    backend: str | Backend | None
+    backend_queue: str | None
+    handoff_timeout: float
+    on_handoff_error: HandoffPolicy
+    journal: str | os.PathLike[str] | None
+    journal_synchronous: JournalSynchronous
+    serializer: Serializer
+    journal_retention: float
+    journal_lease: float
+    on_journal_error: JournalErrorPolicy
 
 
 def check_names(cls: type[Any], values: Mapping[str, object], kind: str) -> None:
@@ -216,25 +249,44 @@ def check_names(cls: type[Any], values: Mapping[str, object], kind: str) -> None
         )
 
 
-def check_policy(name: str, value: object) -> None:
-    """Raise `ConfigurationError` unless value names a known overload policy."""
-    if value not in OVERLOAD_POLICIES:
-        raise ConfigurationError(
-            f"{name} must be one of {', '.join(OVERLOAD_POLICIES)}, not {value!r}"
-        )
-
-
-def check_handoff_policy(name: str, value: object) -> None:
-    """Raise `ConfigurationError` unless value names a known hand-off fallback."""
-    if value not in HANDOFF_POLICIES:
-        raise ConfigurationError(
-            f"{name} must be one of {', '.join(HANDOFF_POLICIES)}, not {value!r}"
-        )
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise `ConfigurationError` unless value is one of `choices` (a registry of `_choices`)."""
     if value not in choices:
         raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def check_backend(name: str, value: object) -> None:
+    """Raise `ConfigurationError` unless value is None, a backend URL or a backend object.
+
+    A URL is checked by its scheme only: the engine's library is not imported here.
+    """
+    if value is None:
+        return
+    if isinstance(value, str):
+        engine, plus, rest = value.partition("+")
+        if not plus or "://" not in rest or engine not in BACKENDS:
+            raise ConfigurationError(
+                f"{name} must be a URL such as 'rq+redis://127.0.0.1:6379/0' or "
+                f"'celery+amqp://guest:guest@127.0.0.1:5672//' (engines: "
+                f"{', '.join(BACKENDS)}), not {redact(value)!r}"
+            )
+        return
+    if not callable(getattr(value, "open", None)) or not isinstance(
+        getattr(value, "name", None), str
+    ):
+        raise ConfigurationError(
+            f"{name} must be a backend URL or a backend object (with a name and open()), "
+            f"not {type(value).__name__}"
+        )
+
+
+def redact(url: str) -> str:
+    """The URL with its password, if any, replaced by `***` (for messages and logs)."""
+    scheme, found, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not found or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

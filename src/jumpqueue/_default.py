@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from . import _tasks
 from ._config import Config
 from ._deferred import Deferred
 from ._runtime import Runtime
 from ._stats import Stats
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._config import ConfigOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,7 +36,7 @@ def get_runtime() -> Runtime:
     return runtime
 
 
-def configure(config: Config | None = None, /, **options: Any) -> Runtime:
+def configure(config: Config | None = None, /, **options: Unpack[ConfigOptions]) -> Runtime:
     """Replace the default runtime: the old one is drained and shut down first.
 
     Pass a `Config`, or options by name (`max_workers=4, on_overload="reject"`);
@@ -50,6 +56,9 @@ def configure(config: Config | None = None, /, **options: Any) -> Runtime:
     if previous is not None:
         previous.shutdown()
     return runtime
+
+
+_tasks.default_runtime = get_runtime
 
 
 @overload

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import asyncio
     import contextvars
 
+    from ._choices import ExecutorName
     from ._journal_store import Record
     from ._tasks import TaskOptions
 
@@ -106,11 +107,12 @@ class Deferred(Generic[R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         options: TaskOptions,
-        executor: str,
+        executor: ExecutorName,
         context: contextvars.Context | None,
         loop: asyncio.AbstractEventLoop | None = None,
+        call_id: str | None = None,
     ) -> None:
-        self.id = f"{_id_prefix}{next(_id_counter):08x}"
+        self.id = f"{_id_prefix}{next(_id_counter):08x}" if call_id is None else call_id
         self.name = name
         self.fn = fn
         self.args = args
@@ -179,7 +181,7 @@ class Deferred(Generic[R]):
             raise TimeoutError(f"{self!r} is not finished after {timeout} s")
         return self._exception
 
-    # The runtime drives the handle through these; they are not public API.
+    # The runtime's ledger drives the handle through these; they are not public API.
 
     def _resolve(self, status: Status, result: Any, error: BaseException | None) -> None:
         # The outcome is written before the final status that publishes it.
@@ -206,7 +208,3 @@ class Deferred(Generic[R]):
         done = self._done
         if done is not None:
             done.set()
-
-    def _settle(self, status: Status, result: Any, error: BaseException | None) -> None:
-        self._resolve(status, result, error)
-        self._notify()

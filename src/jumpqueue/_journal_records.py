@@ -21,6 +21,7 @@ from ._journal_store import TAMPERED, UNKNOWN, Record
 if TYPE_CHECKING:
     import sqlite3
 
+    from ._choices import ExecutorName
     from ._journal_store import Store
     from ._tasks import TaskOptions
 
@@ -114,7 +115,7 @@ def _options_text(options: TaskOptions, executor: str) -> str:
     )
 
 
-def _options_from(registered: TaskOptions, text: str) -> tuple[TaskOptions, str]:
+def _options_from(registered: TaskOptions, text: str) -> tuple[TaskOptions, ExecutorName]:
     stored = json.loads(text)
     executor = stored.pop("executor")
     return dataclasses.replace(registered, executor=executor, **stored), executor

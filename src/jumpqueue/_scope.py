@@ -30,6 +30,7 @@ class ScopeHost(Protocol):
     def release_held(self, deferred: Deferred[Any], *, run: bool) -> None:
         """Hand a held call over to run, or skip it; never blocks."""
 
+
 current_scope: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
     "jumpqueue_request_scope", default=None
 )

@@ -8,18 +8,33 @@ import functools
 import inspect
 import math
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
-from ._config import check_handoff_policy, check_names, check_policy, check_seconds
+from ._choices import (
+    EXECUTOR_NAMES,
+    HANDOFF_POLICIES,
+    OVERLOAD_POLICIES,
+    SERIALIZERS,
+    ExecutorName,
+    HandoffPolicy,
+    OverloadPolicy,
+    Serializer,
+)
+from ._config import check_choice, check_names, check_seconds
 from ._exceptions import ConfigurationError, InvalidCallError
-from .executors import EXECUTORS
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ._deferred import Deferred
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+#: Longest wait between two retries, whatever the backoff doubles to.
+MAX_RETRY_DELAY = 300.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,22 +60,20 @@ class TaskOptions:
         ConfigurationError: an option is out of range; the message names it.
     """
 
-    executor: str | None = None
+    executor: ExecutorName | None = None
     timeout: float | None = None
     retries: int = 0
     retry_backoff: float = 1.0
     retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,)
-    on_overload: str | None = None
+    on_overload: OverloadPolicy | None = None
     always: bool = False
     name: str | None = None
-    serializer: str | None = None
-    on_handoff_error: str | None = None
+    serializer: Serializer | None = None
+    on_handoff_error: HandoffPolicy | None = None
 
     def __post_init__(self) -> None:
-        if self.executor is not None and self.executor not in EXECUTORS:
-            raise ConfigurationError(
-                f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}"
-            )
+        if self.executor is not None:
+            check_choice("executor", self.executor, EXECUTOR_NAMES)
         if self.timeout is not None and self.timeout != math.inf:
             check_seconds("timeout", self.timeout, allow_zero=False)
         if isinstance(self.retries, bool) or not isinstance(self.retries, int):
@@ -79,17 +92,15 @@ class TaskOptions:
                 f"retry_on must be an exception type or a tuple of them, not {retry_on!r}"
             )
         if self.on_overload is not None:
-            check_policy("on_overload", self.on_overload)
+            check_choice("on_overload", self.on_overload, OVERLOAD_POLICIES)
         if not isinstance(self.always, bool):
             raise ConfigurationError(f"always must be a bool, not {self.always!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise ConfigurationError(f"name must be a non-empty str, not {self.name!r}")
-        if self.serializer not in (None, "json", "pickle"):
-            raise ConfigurationError(
-                f"serializer must be 'json' or 'pickle', not {self.serializer!r}"
-            )
+        if self.serializer is not None:
+            check_choice("serializer", self.serializer, SERIALIZERS)
         if self.on_handoff_error is not None:
-            check_handoff_policy("on_handoff_error", self.on_handoff_error)
+            check_choice("on_handoff_error", self.on_handoff_error, HANDOFF_POLICIES)
 
     @classmethod
     def build(cls, **values: Any) -> TaskOptions:
@@ -97,8 +108,39 @@ class TaskOptions:
         check_names(cls, values, "task option")
         return cls(**values)
 
+    def retry_delay(self, retries_done: int) -> float:
+        """Seconds before retry number `retries_done + 1`: the backoff doubled each time, capped."""
+        return float(min(self.retry_backoff * 2**retries_done, MAX_RETRY_DELAY))
+
+
+class TaskOptionValues(TypedDict, total=False):
+    """`TaskOptions`' fields as keyword options (`@task(**options)`), for mypy to check."""
+
+    executor: ExecutorName | None
+    timeout: float | None
+    retries: int
+    retry_backoff: float
+    retry_on: tuple[type[BaseException], ...] | type[BaseException]
+    on_overload: OverloadPolicy | None
+    always: bool
+    name: str | None
+    serializer: Serializer | None
+    on_handoff_error: HandoffPolicy | None
+
 
 DEFAULT_OPTIONS = TaskOptions()
+
+
+class Deferrer(Protocol):
+    """What `Task.defer()` hands its call to: a runtime."""
+
+    def defer(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Admit a call of fn (see `Runtime.defer`)."""
+
+
+#: The default runtime's getter, for `Task.defer()`; `jumpqueue._default` sets it, so that
+#: this module, below the runtime, need not import it.
+default_runtime: Callable[[], Deferrer] | None = None
 
 
 class Task(Generic[P, R]):
@@ -120,13 +162,21 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
-    def defer(self, *args: P.args, **kwargs: P.kwargs) -> Deferred[Any]:
+    @overload
+    def defer(
+        self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[T]: ...
+
+    @overload
+    def defer(self, *args: P.args, **kwargs: P.kwargs) -> Deferred[R]: ...
+
+    def defer(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Defer a call of this task on the default runtime (see `jumpqueue.defer`)."""
-        from ._default import get_runtime  # noqa: PLC0415 -- the default runtime imports tasks
+        if default_runtime is None:  # pragma: no cover -- `import jumpqueue` sets it
+            raise RuntimeError("jumpqueue._default is not imported")
+        return default_runtime().defer(self, *args, **kwargs)
 
-        return get_runtime().defer(self, *args, **kwargs)
-
-    def options(self, **overrides: Any) -> Task[P, R]:
+    def options(self, **overrides: Unpack[TaskOptionValues]) -> Task[P, R]:
         """A copy of this task with some options replaced; the registry is unchanged.
 
         Raises:
@@ -146,11 +196,13 @@ def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 @overload
-def task(fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def task(
+    fn: None = None, /, **options: Unpack[TaskOptionValues]
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def task(
-    fn: Callable[P, R] | None = None, /, **options: Any
+    fn: Callable[P, R] | None = None, /, **options: Unpack[TaskOptionValues]
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Declare a function as a task, with options, and register it by name.
 
@@ -245,6 +297,20 @@ def callable_info(fn: Callable[..., Any]) -> CallableInfo:
     with contextlib.suppress(TypeError):  # unhashable: computed each time
         _info_cache[fn] = info
     return info
+
+
+def executor_for(options: TaskOptions, info: CallableInfo) -> ExecutorName:
+    """The executor a call runs on: the task's, else "async" for coroutine functions, else "thread".
+
+    Raises:
+        InvalidCallError: the task names the "async" executor for a plain function.
+    """
+    executor = options.executor or ("async" if info.is_coroutine else "thread")
+    if executor == "async" and not info.is_coroutine:
+        raise InvalidCallError(
+            f"executor='async' needs a coroutine function; {info.name} is not one"
+        )
+    return executor
 
 
 def check_arguments(info: CallableInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

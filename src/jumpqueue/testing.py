@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _intercept
+from ._default import get_runtime
 from ._deferred import Deferred, Status
 from ._tasks import TaskOptions
 from .executors._base import call_to_completion
 
-__all__ = ["CapturedCall", "capture", "immediate"]
+if TYPE_CHECKING:
+    from ._runtime import Runtime
 
-_lock = threading.Lock()
+__all__ = ["CapturedCall", "capture", "immediate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,57 +35,43 @@ class CapturedCall:
     options: TaskOptions
     deferred: Deferred[Any]
 
+    @classmethod
+    def of(cls, deferred: Deferred[Any]) -> CapturedCall:
+        """The call a handle stands for."""
+        return cls(deferred.fn, deferred.args, deferred.kwargs, deferred.options, deferred)
+
     def run(self) -> Any:
         """Call it now, in the caller's thread, and return what it returns."""
         return call_to_completion(self.fn, self.args, self.kwargs)
 
 
 @contextlib.contextmanager
-def capture() -> Iterator[list[CapturedCall]]:
+def capture(runtime: Runtime | None = None) -> Iterator[list[CapturedCall]]:
     """Record every call deferred (from any thread) inside the block, without running it.
 
-    The handles stay `pending`. Bad input still raises at `defer()`.
+    It applies to `runtime`, by default the default runtime. The handles stay
+    `pending`, and `stats()` does not count them. Bad input still raises at `defer()`.
     """
     calls: list[CapturedCall] = []
 
-    def record(deferred: Deferred[Any]) -> Deferred[Any]:
-        calls.append(
-            CapturedCall(deferred.fn, deferred.args, deferred.kwargs, deferred.options, deferred)
-        )
-        return deferred
+    def record(deferred: Deferred[Any]) -> None:
+        calls.append(CapturedCall.of(deferred))
 
-    with _intercepting(record):
+    with (runtime or get_runtime())._intercepting(record):
         yield calls
 
 
 @contextlib.contextmanager
-def immediate() -> Iterator[None]:
+def immediate(runtime: Runtime | None = None) -> Iterator[None]:
     """Run every call deferred inside the block at once, inside `defer()`.
 
-    An exception raised by the call propagates out of `defer()`, so a test
-    sees it where the call was made.
+    It applies to `runtime`, by default the default runtime. An exception
+    raised by the call propagates out of `defer()`, so a test sees it where
+    the call was made.
     """
 
-    def run(deferred: Deferred[Any]) -> Deferred[Any]:
-        call = CapturedCall(deferred.fn, deferred.args, deferred.kwargs, deferred.options, deferred)
-        try:
-            result = call.run()
-        except BaseException as error:
-            deferred._settle(Status.FAILED, None, error)
-            raise
-        deferred._settle(Status.SUCCEEDED, result, None)
-        return deferred
+    def run(deferred: Deferred[Any]) -> tuple[Status, Any, BaseException | None]:
+        return Status.SUCCEEDED, CapturedCall.of(deferred).run(), None
 
-    with _intercepting(run):
+    with (runtime or get_runtime())._intercepting(run):
         yield
-
-
-@contextlib.contextmanager
-def _intercepting(handler: Callable[[Deferred[Any]], Deferred[Any]]) -> Iterator[None]:
-    with _lock:
-        previous, _intercept.active = _intercept.active, handler
-    try:
-        yield
-    finally:
-        with _lock:
-            _intercept.active = previous

@@ -124,11 +124,11 @@ def test_handoff_config_options_are_validated_and_read_from_the_environment() ->
     with pytest.raises(ConfigurationError, match="handoff_timeout"):
         Config(handoff_timeout=0)
     with pytest.raises(ConfigurationError, match="on_handoff_error"):
-        Config(on_handoff_error="retry")
+        Config(on_handoff_error="retry")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="backend_queue"):
         Config(backend_queue="")
     with pytest.raises(ConfigurationError, match="on_handoff_error"):
-        TaskOptions(on_handoff_error="drop")
+        TaskOptions(on_handoff_error="drop")  # type: ignore[arg-type]
     config = Config.from_env(
         {
             "JUMPQUEUE_BACKEND": "rq+redis://127.0.0.1:6379/3",
@@ -379,7 +379,7 @@ def test_handoff_shutdown_drains_and_closes_the_connection(make_runtime: Runtime
     runtime.shutdown(timeout=10)
     assert all(handle.status is Status.HANDED_OFF for handle in handles)
     assert backend.transport.closed.wait(5)
-    assert repr(runtime._backend).startswith("<HandOffExecutor fake up")
+    assert repr(runtime._dispatcher.backend).startswith("<HandOffExecutor fake up")
 
 
 def test_handoff_unused_backend_closes_at_shutdown(make_runtime: RuntimeFactory) -> None:
@@ -387,7 +387,7 @@ def test_handoff_unused_backend_closes_at_shutdown(make_runtime: RuntimeFactory)
     runtime = make_runtime(backend=backend)
     runtime.shutdown(timeout=1)
     assert backend.transport.closed.is_set()
-    executor = runtime._backend
+    executor = runtime._dispatcher.backend
     assert executor is not None
     assert (executor.workers, executor.stuck) == (0, 0)
 

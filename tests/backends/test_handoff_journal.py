@@ -96,18 +96,18 @@ def test_handoff_journal_fallback_waits_out_its_backoff_then_forwards_the_same_c
     path = tmp_path / "journal.db"
     backend = FlakyBackend()
     runtime = make_runtime(backend=backend, journal=str(path), on_handoff_error="journal")
-    journal = runtime._journal
+    journal = runtime._journaling.journal
     assert journal is not None
     taken_up: list[tuple[float, Deferred[Any]]] = []
     took_up = threading.Semaphore(0)
-    adopt = runtime.adopt
+    adopt = runtime._journaling.adopt
 
     def recording_adopt(deferred: Deferred[Any]) -> bool:
         taken_up.append((time.time(), deferred))
         took_up.release()
         return adopt(deferred)
 
-    runtime.adopt = recording_adopt  # type: ignore[method-assign]
+    runtime._journaling.adopt = recording_adopt  # type: ignore[method-assign]
 
     handle = runtime.defer(notify, 7)
     assert handle.wait(5)
@@ -205,7 +205,7 @@ def test_handoff_journal_fallback_keeps_calls_while_redis_is_down_and_forwards_t
         assert all(handle.status is Status.JOURNALED for handle in journaled)
         private_redis.up()
         assert eventually(lambda: runtime.stats().handed_off == 4, timeout=10)
-    journal = runtime._journal
+    journal = runtime._journaling.journal
     assert journal is not None
     assert journal.flush()
     stored = records(journal_file)

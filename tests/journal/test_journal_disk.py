@@ -22,7 +22,7 @@ from .journal_helpers import RECORDER, connect, records, remember, remember_afte
 
 
 def _journal(runtime: Runtime) -> Journal:
-    journal = runtime._journal
+    journal = runtime._journaling.journal
     assert journal is not None
     return journal
 

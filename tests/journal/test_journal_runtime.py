@@ -36,7 +36,7 @@ from .journal_helpers import (
 
 
 def _flush(runtime: Runtime) -> None:
-    journal = runtime._journal
+    journal = runtime._journaling.journal
     assert journal is not None
     assert journal.flush()
 
@@ -313,7 +313,7 @@ def test_journal_survives_fork_each_process_with_its_own_connection(
 
             inherited = len(_journal_file._inherited) >= 1 and not _journal_file._connections
             ok = runtime.defer(remember, "child").result(5) == "child"
-            journal = runtime._journal
+            journal = runtime._journaling.journal
             code = 0 if inherited and ok and journal is not None and journal.flush() else 1
         finally:
             os._exit(code)
@@ -331,7 +331,7 @@ def test_journal_survives_fork_each_process_with_its_own_connection(
 def test_journal_is_never_opened_before_first_use(tmp_path: Path) -> None:
     path = tmp_path / "lazy" / "journal.db"
     runtime = Runtime(Config(journal=str(path)))
-    assert isinstance(runtime._journal, Journal)
+    assert isinstance(runtime._journaling.journal, Journal)
     assert not path.parent.exists()
     runtime.shutdown()
     assert not path.parent.exists()
@@ -345,7 +345,7 @@ def test_journal_commit_that_gives_up_is_never_written_later(
     monkeypatch.setattr(_journal, "COMMIT_WAIT", 0.05)
     runtime = make_journaled(max_workers=1)
     assert runtime.open_journal()
-    journal = runtime._journal
+    journal = runtime._journaling.journal
     assert journal is not None
     assert journal._turn.acquire(timeout=5)  # a writer round slower than COMMIT_WAIT
     try:

@@ -18,13 +18,13 @@ def test_journal_spill_keeps_the_backlog_bounded_and_runs_everything_oldest_firs
 ) -> None:
     runtime = make_journaled(max_pending=5, max_workers=2, on_overload="spill")
     adopted: list[str] = []
-    adopt = runtime.adopt
+    adopt = runtime._journaling.adopt
 
     def recording_adopt(deferred: Deferred[Any]) -> bool:
         adopted.append(deferred.id)
         return adopt(deferred)
 
-    runtime.adopt = recording_adopt  # type: ignore[method-assign]
+    runtime._journaling.adopt = recording_adopt  # type: ignore[method-assign]
     RECORDER.gate.clear()
     handles = [runtime.defer(remember_after_gate, n) for n in range(100)]
     spilled = [handle for handle in handles if handle.status is Status.JOURNALED]
@@ -77,7 +77,7 @@ def test_journal_spill_during_a_request_runs_only_if_the_request_succeeds(
     succeeded.release(succeeded=True)
     RECORDER.gate.set()
     assert RECORDER.wait_for(2)
-    journal = runtime._journal
+    journal = runtime._journaling.journal
     assert journal is not None
     assert journal.flush()
     assert records(journal_path)[doomed.id]["state"] == "skipped"

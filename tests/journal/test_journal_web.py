@@ -104,7 +104,7 @@ def test_journal_failed_asgi_request_writes_its_always_calls_off_the_loop(
 ) -> None:
     runtime = jumpqueue.configure(journal=str(journal_path))
     assert runtime.open_journal()
-    journal = runtime._journal
+    journal = runtime._journaling.journal
     assert journal is not None
     commit = journal.commit
     committed_on: list[bool] = []

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Protocol, cast
 
+from .._choices import BACKENDS
+from .._config import check_backend, redact
 from .._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -29,12 +31,6 @@ __all__ = [
     "open_backend",
     "redact",
 ]
-
-#: Engine name (the part of a URL before "+") -> "module:class" of its backend, and its extra.
-BACKENDS: dict[str, tuple[str, str]] = {
-    "rq": ("jumpqueue.backends.rq:RQBackend", "rq"),
-    "celery": ("jumpqueue.backends.celery:CeleryBackend", "celery"),
-}
 
 
 class HandOffHost(Protocol):
@@ -64,40 +60,6 @@ class Backend(Protocol):
 
     def open(self, config: Config, host: HandOffHost) -> Executor:
         """An executor that hands this runtime's calls to the engine."""
-
-
-def check_backend(name: str, value: object) -> None:
-    """Raise `ConfigurationError` unless value is None, a backend URL or a backend object.
-
-    A URL is checked by its scheme only: the engine's library is not imported here.
-    """
-    if value is None:
-        return
-    if isinstance(value, str):
-        engine, plus, rest = value.partition("+")
-        if not plus or "://" not in rest or engine not in BACKENDS:
-            raise ConfigurationError(
-                f"{name} must be a URL such as 'rq+redis://127.0.0.1:6379/0' or "
-                f"'celery+amqp://guest:guest@127.0.0.1:5672//' (engines: "
-                f"{', '.join(BACKENDS)}), not {redact(value)!r}"
-            )
-        return
-    if not callable(getattr(value, "open", None)) or not isinstance(
-        getattr(value, "name", None), str
-    ):
-        raise ConfigurationError(
-            f"{name} must be a backend URL or a backend object (with a name and open()), "
-            f"not {type(value).__name__}"
-        )
-
-
-def redact(url: str) -> str:
-    """The URL with its password, if any, replaced by `***` (for messages and logs)."""
-    scheme, found, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not found or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
 
 
 def from_url(url: str, *, queue: str | None = None) -> Backend:

@@ -13,8 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._codec import decode_arguments, encode_arguments, registered_name
-from .._runtime_outcomes import MAX_RETRY_DELAY
-from .._tasks import import_path
+from .._tasks import MAX_RETRY_DELAY, import_path
 from ..context import carried, restored
 from ..executors._base import call_to_completion
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing.util  # noqa: F401
 from collections.abc import Callable
 
+from .._choices import ExecutorName
 from .._config import Config
 from ._base import Attempt, Executor, ExecutorHost
 from .asyncio import AsyncExecutor
@@ -21,8 +22,8 @@ def _process_executor(config: Config, host: ExecutorHost) -> Executor:
     return ProcessExecutor(config, host)
 
 
-#: How each executor name is built; a later executor adds itself here.
-EXECUTORS: dict[str, Callable[[Config, ExecutorHost], Executor]] = {
+#: How each executor is built, by the names `_choices.EXECUTOR_NAMES` lists.
+EXECUTORS: dict[ExecutorName, Callable[[Config, ExecutorHost], Executor]] = {
     "thread": ThreadExecutor,
     "async": AsyncExecutor,
     "process": _process_executor,

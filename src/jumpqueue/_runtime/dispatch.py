@@ -1,0 +1,175 @@
+"""Dispatch and outcomes: calls go to their executors; attempts start, end, time out, retry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .._deferred import Deferred, Status
+from .._exceptions import TaskTimeoutError
+from .._scheduler import Scheduler
+from ..executors import EXECUTORS
+from ..executors._base import Attempt, Executor
+
+if TYPE_CHECKING:
+    from .._choices import ExecutorName
+    from .._config import Config
+    from .._journal import Journal
+    from .ledger import Ledger
+
+logger = logging.getLogger("jumpqueue")
+
+
+class Dispatcher:
+    """Runs admitted calls on the executors, and settles each attempt; the executors report here.
+
+    `backend`, when the runtime hands its calls to a distributed engine, takes
+    every call's first attempt; a call that falls back runs its retries here.
+    """
+
+    def __init__(self, config: Config, ledger: Ledger) -> None:
+        self._config = config
+        self._ledger = ledger
+        self._lock = threading.Lock()
+        self.executors: dict[ExecutorName, Executor] = {}
+        self.backend: Executor | None = None
+        self.journal: Journal | None = None
+        self._scheduler = Scheduler()
+
+    @property
+    def workers(self) -> int:
+        """Threads and child processes serving now."""
+        return sum(executor.workers for executor in list(self.executors.values()))
+
+    @property
+    def stuck(self) -> int:
+        """Threads still running calls that timed out."""
+        return sum(executor.stuck for executor in list(self.executors.values()))
+
+    def executor(self, name: ExecutorName) -> Executor:
+        """The executor of that name, made on first use."""
+        executor = self.executors.get(name)
+        if executor is None:
+            with self._lock:
+                executor = self.executors.get(name)
+                if executor is None:
+                    executor = EXECUTORS[name](self._config, self)
+                    self.executors[name] = executor
+        return executor
+
+    def dispatch(self, deferred: Deferred[Any]) -> None:
+        """Submit a pending call's next attempt (its first to the backend, if there is one)."""
+        if self.backend is not None and deferred.attempts == 0:
+            # A call that fell back and started here retries here.
+            self.backend.submit(Attempt(deferred, 1))
+            return
+        self.executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
+
+    def run_inline(self, deferred: Deferred[Any]) -> None:
+        """Run an admitted call now, in the caller's thread (the "inline" overload policy)."""
+        if deferred.loop is not None:
+            # A coroutine cannot run to completion inside its caller's running loop:
+            # it goes to that loop past the backlog bound instead.
+            self.dispatch(deferred)
+            return
+        attempt = Attempt(deferred, 1)
+        if self.attempt_started(attempt):
+            try:
+                result = attempt.call()
+            except BaseException as error:
+                self.attempt_finished(attempt, None, error)
+                if not isinstance(error, Exception):
+                    raise  # the caller's own KeyboardInterrupt or SystemExit
+            else:
+                self.attempt_finished(attempt, result, None)
+
+    def close(self) -> None:
+        """Stop the timers, the backend and every executor (the ledger has settled every call)."""
+        self._scheduler.stop()
+        if self.backend is not None:
+            self.backend.close()
+        for executor in list(self.executors.values()):
+            executor.close()
+
+    # -- what the executors report (`ExecutorHost`) --------------------------------------------
+
+    def attempt_started(self, attempt: Attempt) -> bool:
+        """An attempt begins; False means it was settled meanwhile: skip it."""
+        if not self._ledger.begin(attempt):
+            return False
+        deferred = attempt.deferred
+        if deferred._record is not None and self.journal is not None:
+            self.journal.started(deferred._record)
+        timeout = deferred.options.timeout or self._config.task_timeout
+        if timeout is not None and timeout != math.inf:
+            attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))
+        return True
+
+    def attempt_finished(self, attempt: Attempt, result: Any, error: BaseException | None) -> None:
+        """An attempt ended, however it ended; ignored if its outcome was decided already."""
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        if error is None:
+            decided = self._ledger.succeed(attempt, result)
+        else:
+            decided = self._ledger.claim(attempt)
+        if not decided:
+            deferred = attempt.deferred
+            logger.info(
+                "jumpqueue: %s [%s] attempt %d returned after it was settled; outcome discarded",
+                deferred.name,
+                deferred.id,
+                attempt.number,
+            )
+        elif isinstance(error, asyncio.CancelledError):
+            # Cancelled by its event loop closing, not by us: it did not get to finish.
+            self._ledger.settle(attempt.deferred, Status.ABANDONED, None, error)
+        elif error is not None:
+            self._failed(attempt, error, Status.FAILED)
+
+    def _expire(self, attempt: Attempt) -> None:
+        if not self._ledger.claim(attempt):
+            return
+        deferred = attempt.deferred
+        self.executor(deferred.executor).expire(attempt)
+        timeout = deferred.options.timeout or self._config.task_timeout
+        error = TaskTimeoutError(
+            f"{deferred.name} [{deferred.id}] ran past its {timeout} s timeout"
+        )
+        self._failed(attempt, error, Status.TIMED_OUT)
+
+    def _failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
+        deferred = attempt.deferred
+        options = deferred.options
+        outcome = "timed out" if status is Status.TIMED_OUT else "failed"
+        if attempt.number <= options.retries and isinstance(error, options.retry_on):
+            delay = options.retry_delay(attempt.number - 1)
+            delay *= random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not cryptography
+            if not self._ledger.retry(deferred):
+                return  # settled meanwhile (abandoned by a shutdown)
+            logger.warning(
+                "jumpqueue: %s [%s] attempt %d of %d %s (%s: %s); retrying in %.2f s",
+                deferred.name,
+                deferred.id,
+                attempt.number,
+                options.retries + 1,
+                outcome,
+                type(error).__name__,
+                error,
+                delay,
+            )
+            self._scheduler.call_later(delay, lambda: self.dispatch(deferred))
+            return
+        logger.error(
+            "jumpqueue: %s [%s] %s after %d attempt(s)",
+            deferred.name,
+            deferred.id,
+            outcome,
+            attempt.number,
+            exc_info=error if status is Status.FAILED else None,
+        )
+        self._ledger.settle(deferred, status, None, error)

@@ -1,0 +1,310 @@
+"""The backlog ledger: the calls in flight, their gauges and counters, and every change of state.
+
+The ledger is the one writer of a call's status and outcome. Each transition
+below takes the ledger's lock once, moves the gauges, counts what ended, and
+wakes those who wait for room or for the drain; a call's waiters are woken
+after the lock is released.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._choices import SHED_POLICIES, ShedPolicy
+from .._deferred import Deferred, Status, is_live
+
+if TYPE_CHECKING:
+    from .._journal import Journal
+    from ..executors._base import Attempt
+
+
+@dataclasses.dataclass
+class HandOffCounts:
+    """What one backend did with the calls handed to it (see `Stats.backends`)."""
+
+    handed_off: int = 0
+    handoff_failures: int = 0
+    handoff_fallbacks: int = 0
+
+
+class Counters:
+    """What a runtime has done since it started; the ledger's lock guards every field."""
+
+    __slots__ = (
+        "backends",
+        "finished",
+        "inlined",
+        "journal_fallbacks",
+        "recovered",
+        "retried",
+        "shed",
+        "spilled",
+        "started",
+        "submitted",
+        "waited",
+    )
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.started = 0
+        self.retried = 0
+        self.waited = 0
+        self.inlined = 0
+        self.spilled = 0
+        self.recovered = 0
+        self.journal_fallbacks = 0
+        #: Calls that ended, by final status.
+        self.finished: dict[Status, int] = {status: 0 for status in Status if status.final}
+        #: Calls shed by a full backlog, by the policy that shed them.
+        self.shed: dict[ShedPolicy, int] = dict.fromkeys(SHED_POLICIES, 0)
+        #: Per backend name: its hand-off counters.
+        self.backends: dict[str, HandOffCounts] = {}
+
+
+class Ledger:
+    """The backlog of one runtime: calls admitted and not yet final, bounded by `max_pending`."""
+
+    def __init__(self, max_pending: int) -> None:
+        self.max_pending = max_pending
+        self.lock = threading.Lock()
+        #: Notified when a slot in the backlog frees up (only while someone waits for one).
+        self.room = threading.Condition(self.lock)
+        self._drained = threading.Condition(self.lock)
+        self.in_flight: set[Deferred[Any]] = set()
+        self.held = self.pending = self.running = 0
+        self.waiting_for_room = 0
+        self.counters = Counters()
+        self.closing = False
+        #: The runtime's journal, told of every journaled call that becomes final.
+        self.journal: Journal | None = None
+
+    # -- admission: called with the lock held --------------------------------------------------
+
+    def has_room_locked(self) -> bool:
+        """True while the backlog can take another call."""
+        return len(self.in_flight) < self.max_pending
+
+    def enter_locked(self, deferred: Deferred[Any], *, hold: bool) -> None:
+        """Accept a call: held for its request, or pending."""
+        self.counters.submitted += 1
+        self.in_flight.add(deferred)
+        if hold:
+            self.held += 1
+            deferred._status = Status.HELD
+        else:
+            self.pending += 1
+
+    def shed_locked(self, deferred: Deferred[Any], policy: ShedPolicy) -> None:
+        """Count a call the full backlog shed; it never entered it."""
+        self.counters.submitted += 1
+        self.counters.shed[policy] += 1
+        deferred._resolve(Status.SHED, None, None)
+
+    # -- calls that come in another way --------------------------------------------------------
+
+    def spilled(self, deferred: Deferred[Any], *, written: bool) -> None:
+        """Count a call the "spill" policy sent to the journal: journaled, or shed if unwritten."""
+        counters = self.counters
+        with self.lock:
+            counters.submitted += 1
+            if written:
+                counters.spilled += 1
+                counters.finished[Status.JOURNALED] += 1
+                deferred._resolve(Status.JOURNALED, None, None)
+            else:
+                counters.journal_fallbacks += 1
+                counters.shed["reject"] += 1
+                deferred._resolve(Status.SHED, None, None)
+
+    def adopt(self, deferred: Deferred[Any]) -> bool:
+        """Accept a call taken up from the journal, past the bound; False once closing."""
+        with self.lock:
+            if self.closing:
+                return False
+            self.counters.submitted += 1
+            self.counters.recovered += 1
+            self.in_flight.add(deferred)
+            self.pending += 1
+        return True
+
+    def room_left(self) -> int:
+        """Calls the backlog can take now (none once closing)."""
+        with self.lock:
+            return 0 if self.closing else self.max_pending - len(self.in_flight)
+
+    def journal_fallbacks(self, count: int) -> None:
+        """Count calls that could not be journaled and run without it."""
+        with self.lock:
+            self.counters.journal_fallbacks += count
+
+    # -- a call's life -------------------------------------------------------------------------
+
+    def release(self, deferred: Deferred[Any], *, run: bool, stopped: bool) -> Status | None:
+        """Its request ended: a held call becomes pending, or final (skipped, abandoned).
+
+        Returns the new status, or None if the call was no longer held (a
+        shutdown settled it meanwhile).
+        """
+        with self.lock:
+            if deferred._status is not Status.HELD:
+                return None
+            if run and not stopped:
+                self._move_locked(deferred, Status.PENDING)
+                return Status.PENDING
+            status = Status.SKIPPED if not run else Status.ABANDONED
+            self._settle_locked(deferred, status, None, None)
+        deferred._notify()
+        return status
+
+    def begin(self, attempt: Attempt) -> bool:
+        """An attempt starts: its call becomes running; False if it was settled meanwhile."""
+        deferred = attempt.deferred
+        with self.lock:
+            if attempt.settled or deferred._status is not Status.PENDING:
+                return False
+            deferred.attempts += 1
+            self.counters.started += 1
+            self.pending -= 1
+            self.running += 1
+            deferred._status = Status.RUNNING
+        return True
+
+    def succeed(self, attempt: Attempt, result: Any) -> bool:
+        """The attempt returned: its call succeeded; False if its outcome was decided already."""
+        deferred = attempt.deferred
+        with self.lock:
+            late = attempt.settled or deferred._status is not Status.RUNNING
+            attempt.settled = True
+            if late:
+                return False
+            self._settle_locked(deferred, Status.SUCCEEDED, result, None)
+        deferred._notify()
+        return True
+
+    def claim(self, attempt: Attempt) -> bool:
+        """Decide the attempt's outcome (it raised, or timed out); False if decided already."""
+        with self.lock:
+            late = attempt.settled or attempt.deferred._status is not Status.RUNNING
+            attempt.settled = True
+        return not late
+
+    def retry(self, deferred: Deferred[Any]) -> bool:
+        """A running call will run again: pending once more; False if settled meanwhile."""
+        with self.lock:
+            if deferred._status is not Status.RUNNING:
+                return False
+            self.counters.retried += 1
+            self._move_locked(deferred, Status.PENDING)
+        return True
+
+    def settle(
+        self,
+        deferred: Deferred[Any],
+        status: Status,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> bool:
+        """Give a call its final status; False if it had one already (the first one stands)."""
+        with self.lock:
+            settled = self._settle_locked(deferred, status, result, error)
+        if settled:
+            deferred._notify()
+        return settled
+
+    def resolve_unadmitted(
+        self, deferred: Deferred[Any], status: Status, result: Any, error: BaseException | None
+    ) -> None:
+        """Give an outcome to a call that never entered the backlog (a testing mode ran it)."""
+        deferred._resolve(status, result, error)
+        deferred._notify()
+
+    # -- hand-off ------------------------------------------------------------------------------
+
+    def handed_off(self, deferred: Deferred[Any], backend: str, note: BaseException) -> bool:
+        """The backend's engine has the call: final here; False if it was settled meanwhile."""
+        with self.lock:
+            self._backend_counts(backend).handed_off += 1
+            if deferred._status is not Status.PENDING:
+                return False
+            self._settle_locked(deferred, Status.HANDED_OFF, None, note)
+        deferred._notify()
+        return True
+
+    def handoff_failed(self, deferred: Deferred[Any], backend: str, *, sent: bool) -> bool:
+        """Count a call its backend could not take; False if it was settled meanwhile."""
+        with self.lock:
+            counts = self._backend_counts(backend)
+            counts.handoff_failures += sent
+            if deferred._status is not Status.PENDING:
+                return False
+            counts.handoff_fallbacks += 1
+        return True
+
+    def _backend_counts(self, backend: str) -> HandOffCounts:
+        counts = self.counters.backends.get(backend)
+        if counts is None:
+            counts = self.counters.backends[backend] = HandOffCounts()
+        return counts
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def close(
+        self, timeout: float, left_over: Callable[[Deferred[Any]], Status]
+    ) -> list[Deferred[Any]] | None:
+        """Stop admitting, wait up to `timeout` for the drain, then settle what is left.
+
+        `left_over` says (with the lock held) what a call still in flight becomes.
+        Returns those calls; None if another caller closed the ledger first.
+        """
+        with self.lock:
+            first = not self.closing
+            self.closing = True
+            self.room.notify_all()
+            if not first:
+                return None
+            self._drained.wait_for(lambda: not self.in_flight, timeout)
+            leftovers = list(self.in_flight)
+            for deferred in leftovers:
+                self._settle_locked(deferred, left_over(deferred), None, None)
+        for deferred in leftovers:
+            deferred._notify()
+        return leftovers
+
+    # -- the one place a status changes --------------------------------------------------------
+
+    def _settle_locked(
+        self, deferred: Deferred[Any], status: Status, result: Any, error: BaseException | None
+    ) -> bool:
+        # False if the call was final already: whoever settled it first decided.
+        if not is_live(deferred._status):
+            return False
+        self._move_locked(deferred, status)
+        deferred._resolve(status, result, error)  # the outcome, then the status that publishes it
+        record = deferred._record
+        if record is not None and self.journal is not None:
+            self.journal.settled(record, status, error)
+        return True
+
+    def _move_locked(self, deferred: Deferred[Any], status: Status) -> None:
+        # The gauges follow the call; a final status is counted and frees its slot.
+        previous = deferred._status
+        if previous is Status.PENDING:
+            self.pending -= 1
+        elif previous is Status.RUNNING:
+            self.running -= 1
+        elif previous is Status.HELD:
+            self.held -= 1
+        if status is Status.PENDING:
+            self.pending += 1
+            deferred._status = status
+            return
+        self.counters.finished[status] += 1
+        self.in_flight.discard(deferred)
+        # Notifying a Condition costs even without waiters: only wake real ones.
+        if self.waiting_for_room:
+            self.room.notify()
+        if self.closing and not self.in_flight:
+            self._drained.notify_all()

@@ -1,0 +1,319 @@
+"""The runtime: a thin facade that wires its parts together and offers the public API.
+
+Its parts, one job each: the `Ledger` (the backlog and every change of a call's
+state), `Admission` (the bound and the overload policies), the `Dispatcher`
+(executors, attempts, timeouts, retries), `HandOffOutcomes` (what the backend
+reports), the `JournalLink` (the runtime's side of the journal) and `HeldCalls`
+(what request scopes hand back). Executors, backends, the journal and request
+scopes talk to those parts, never to the `Runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import contextvars
+import dataclasses
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar, overload
+
+from .._config import Config, check_seconds
+from .._deferred import Deferred, Status
+from .._exceptions import RuntimeClosedError
+from .._scope import current_scope
+from .._stats import Stats
+from .._tasks import (
+    DEFAULT_OPTIONS,
+    Task,
+    callable_info,
+    check_arguments,
+    check_callable,
+    executor_for,
+)
+from ..backends import open_backend
+from ..executors._base import Attempt, running_loop
+from .admission import Admission, Verdict
+from .dispatch import Dispatcher
+from .handoff import HandOffOutcomes
+from .journaling import JournalLink
+from .ledger import HandOffCounts, Ledger
+from .requests import HeldCalls
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("jumpqueue")
+
+#: Abandoned calls named one by one in the shutdown warning; the rest are counted.
+_NAMED_IN_LOG = 20
+#: Longest shutdown waits for the journal to write its last marks.
+_JOURNAL_CLOSE_WAIT = 5.0
+
+#: What a testing mode does with a call instead of admitting it: record it (None), or run
+#: it and return its outcome (what it raises fails the call, then the caller of defer()).
+#: See `jumpqueue.testing`.
+Intercept = Callable[[Deferred[Any]], "tuple[Status, Any, BaseException | None] | None"]
+
+
+class Runtime:
+    """Admits deferred calls into a bounded backlog and runs them on bounded executors.
+
+    `jumpqueue.defer()` and friends use one default runtime; create a `Runtime`
+    yourself to keep one apart (it is also a context manager that shuts down).
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config if config is not None else Config.from_env()
+        self._build()
+        atexit.register(self._shutdown_at_exit)
+        _live_runtimes.add(self)
+
+    def _build(self) -> None:
+        # Everything a forked child must not share with its parent.
+        config = self.config
+        self._stopped = threading.Event()
+        self._intercept: Intercept | None = None
+        self._ledger = ledger = Ledger(config.max_pending)
+        self._admission = Admission(config, ledger)
+        self._dispatcher = dispatcher = Dispatcher(config, ledger)
+        self._executors = dispatcher.executors  # read on every defer(): one lookup fewer
+        # The journal opens its file on first use, in the process that uses it.
+        self._journaling = journaling = JournalLink(config, ledger, dispatcher)
+        ledger.journal = dispatcher.journal = journaling.journal
+        self._held_calls = HeldCalls(ledger, dispatcher, journaling, self._stopped)
+        # Backend hand-off (None: every call stays in the local pools).
+        outcomes = HandOffOutcomes(config, ledger, dispatcher, journaling.journal)
+        backend = dispatcher.backend = open_backend(config, outcomes)
+        if backend is not None:
+            ledger.counters.backends[backend.name] = HandOffCounts()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped.is_set() else "closing" if self.closed else "open"
+        return f"<Runtime {state} in_flight={len(self._ledger.in_flight)}>"
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    @property
+    def closed(self) -> bool:
+        """True once shutdown has begun: `defer()` raises `RuntimeClosedError`."""
+        return self._ledger.closing
+
+    @property
+    def journaled(self) -> bool:
+        """True if this runtime writes the calls it accepts to a journal."""
+        return self._journaling.journal is not None
+
+    def open_journal(self, timeout: float = 10.0) -> bool:
+        """Open the journal now, and take up what it holds for this process to run.
+
+        The journal otherwise opens at the first `defer()`; a server calls this
+        once a worker process has started, so that the calls a crashed process
+        left behind run without waiting for new ones. True if it takes writes;
+        False with no journal configured, or while it cannot be written.
+        """
+        journal = self._journaling.journal
+        return journal is not None and journal.open(timeout)
+
+    # -- admission -------------------------------------------------------------------------
+
+    @overload
+    def defer(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[R]: ...
+
+    @overload
+    def defer(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[R]: ...
+
+    def defer(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Run `fn(*args, **kwargs)` later; see `jumpqueue.defer`."""
+        if self._ledger.closing:  # before any executor is made for a call refused anyway
+            raise RuntimeClosedError(f"the runtime is shut down; {fn!r} not accepted")
+        if isinstance(fn, Task):
+            function, options, name = fn.fn, fn.task_options, fn.name
+        else:
+            check_callable(fn)
+            function, options, name = fn, DEFAULT_OPTIONS, None
+        info = callable_info(function)
+        check_arguments(info, args, kwargs)
+        executor_name = executor_for(options, info)
+        loop = running_loop() if executor_name == "async" else None
+        scope = current_scope.get()
+        context = contextvars.copy_context()
+        if scope is not None:
+            # The call runs after its request: calls it defers in turn are not held.
+            context.run(current_scope.set, None)
+        deferred: Deferred[Any] = Deferred(
+            name or info.name, function, args, kwargs, options, executor_name, context, loop
+        )
+        dispatcher = self._dispatcher
+        executor = self._executors.get(executor_name) or dispatcher.executor(executor_name)
+        executor.validate(deferred)
+        backend = dispatcher.backend
+        if backend is not None:
+            # Checked for both: a call the backend cannot take may fall back to the local pool.
+            backend.validate(deferred)
+            executor = backend
+        journal = self._journaling.prepare(deferred)
+        if self._intercept is not None:
+            return self._intercepted(deferred)
+        holder = scope if scope is not None and not scope.released else None
+        refused = journal is not None and journal.refusing
+        verdict = self._admission.admit(deferred, hold=holder is not None, refused=refused)
+        if verdict is Verdict.ADMITTED:
+            if holder is None:
+                if journal is not None:
+                    self._journaling.commit([deferred])
+                executor.submit(Attempt(deferred, 1))
+            elif not holder.hold(self._held_calls, deferred):  # released since we looked
+                self._held_calls.release_held(deferred, run=True)
+        elif verdict is Verdict.INLINE:
+            dispatcher.run_inline(deferred)
+        elif verdict is Verdict.SPILL:
+            self._journaling.spill(deferred, holder, self._held_calls)
+        return deferred
+
+    # -- observation and shutdown ------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        """A consistent snapshot of counters and gauges."""
+        ledger = self._ledger
+        journal = self._journaling.journal
+        with ledger.lock:
+            counters = ledger.counters
+            finished = counters.finished
+            return Stats(
+                submitted=counters.submitted,
+                started=counters.started,
+                succeeded=finished[Status.SUCCEEDED],
+                failed=finished[Status.FAILED],
+                retried=counters.retried,
+                timed_out=finished[Status.TIMED_OUT],
+                skipped=finished[Status.SKIPPED],
+                abandoned=finished[Status.ABANDONED],
+                shed={policy: count for policy, count in counters.shed.items() if count},
+                inlined=counters.inlined,
+                waited=counters.waited,
+                held=ledger.held,
+                pending=ledger.pending,
+                running=ledger.running,
+                workers=self._dispatcher.workers,
+                stuck_threads=self._dispatcher.stuck,
+                handed_off=finished[Status.HANDED_OFF],
+                journaled=finished[Status.JOURNALED],
+                spilled=counters.spilled,
+                recovered=counters.recovered,
+                journal_fallbacks=counters.journal_fallbacks,
+                journal_degraded=journal is not None and journal.degraded,
+                backends={
+                    name: dataclasses.asdict(counts) for name, counts in counters.backends.items()
+                },
+            )
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop admitting, drain for up to `timeout` seconds, then abandon the rest.
+
+        `timeout` defaults to `shutdown_timeout`. What is abandoned is counted
+        and logged. Idempotent and safe from any thread; a second caller waits
+        for the first.
+
+        Raises:
+            ConfigurationError: timeout is negative.
+        """
+        if timeout is None:
+            timeout = self.config.shutdown_timeout
+        check_seconds("timeout", timeout, allow_zero=True)
+        if running_loop() is not None and not self.closed:
+            logger.warning(
+                "jumpqueue: shutdown() blocks this event loop, so coroutines deferred on it "
+                "cannot finish; use 'await runtime.ashutdown()' in async code"
+            )
+        leftovers = self._ledger.close(timeout, self._journaling.left_over)
+        if leftovers is None:  # another caller shuts down: wait for it
+            self._stopped.wait(timeout)
+            return
+        _log_leftovers(leftovers, timeout)
+        self._dispatcher.close()
+        journal = self._journaling.journal
+        if journal is not None:
+            journal.close(_JOURNAL_CLOSE_WAIT)
+        self._stopped.set()
+        atexit.unregister(self._shutdown_at_exit)
+
+    async def ashutdown(self, timeout: float | None = None) -> None:
+        """`shutdown()` for coroutines: waits without blocking the event loop.
+
+        Calls running on that loop can then finish within the deadline.
+        """
+        await asyncio.to_thread(self.shutdown, timeout)
+
+    # -- testing modes (see `jumpqueue.testing`) -----------------------------------------------
+
+    @contextlib.contextmanager
+    def _intercepting(self, intercept: Intercept) -> Iterator[None]:
+        # Calls deferred meanwhile are validated as usual, then given to `intercept`
+        # instead of the backlog; they are not counted.
+        previous, self._intercept = self._intercept, intercept
+        try:
+            yield
+        finally:
+            self._intercept = previous
+
+    def _intercepted(self, deferred: Deferred[Any]) -> Deferred[Any]:
+        intercept = self._intercept
+        try:
+            outcome = intercept(deferred) if intercept is not None else None
+        except BaseException as error:
+            self._ledger.resolve_unadmitted(deferred, Status.FAILED, None, error)
+            raise
+        if outcome is not None:
+            self._ledger.resolve_unadmitted(deferred, *outcome)
+        return deferred
+
+    def _shutdown_at_exit(self) -> None:
+        self.shutdown()
+
+    def _after_fork_in_child(self) -> None:
+        # Threads do not survive fork: the child starts over with the same configuration.
+        if not self.closed:
+            self._build()
+
+
+def _log_leftovers(leftovers: list[Deferred[Any]], timeout: float) -> None:
+    abandoned = [d for d in leftovers if d.status is Status.ABANDONED]
+    if len(abandoned) < len(leftovers):
+        logger.warning(
+            "jumpqueue: shutdown after %.1f s left %d journaled call(s) in the journal "
+            "for the next start",
+            timeout,
+            len(leftovers) - len(abandoned),
+        )
+    if abandoned:
+        more = len(abandoned) - _NAMED_IN_LOG
+        logger.warning(
+            "jumpqueue: shutdown after %.1f s abandoned %d call(s): %s",
+            timeout,
+            len(abandoned),
+            ", ".join(f"{d.name} [{d.id}]" for d in abandoned[:_NAMED_IN_LOG])
+            + (f" and {more} more" if more > 0 else ""),
+        )
+
+
+_live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _reset_runtimes_after_fork() -> None:
+    for runtime in list(_live_runtimes):
+        runtime._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_runtimes_after_fork)
