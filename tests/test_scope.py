@@ -4,7 +4,7 @@ import threading
 
 import jumpqueue
 from jumpqueue import Status, task
-from jumpqueue._scope import RequestScope
+from jumpqueue.integration import RequestScope
 
 from .conftest import RuntimeFactory, wait_until_waiting_for_room
 
