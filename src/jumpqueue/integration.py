@@ -24,8 +24,9 @@ middleware alone. Per request, an integration:
             raise
         finally:
             scope.deactivate(token)
+        send_head(response)
         scope.seal()
-        send(response)  # hands the last byte to the server
+        send_body(response)  # hands the last byte to the server
         scope.release(succeeded=response.status < 400)
 
 The other names:
