@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 import jumpqueue
-from jumpqueue._scope import RequestScope
+from jumpqueue.integration import RequestScope
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 QUEUE = "jumpqueue-bench"

@@ -224,7 +224,7 @@ def test_defer_shed_handle_raises_task_not_run(make_runtime: RuntimeFactory) -> 
 
 
 def test_defer_around_calls_are_entered_once_per_attempt() -> None:
-    from jumpqueue._scope import around_calls
+    from jumpqueue.integration import wrap_calls
 
     entered: list[str] = []
 
@@ -233,12 +233,9 @@ def test_defer_around_calls_are_entered_once_per_attempt() -> None:
         entered.append("in")
         yield
 
-    token = around_calls.set((around,))
-    try:
+    with wrap_calls(around):
         on_thread = jumpqueue.task(add_async).options(executor="thread").defer(1, 2)
         on_loop = jumpqueue.defer(add_async, 3)
         plain = jumpqueue.defer(add, 4)
-    finally:
-        around_calls.reset(token)
     assert [d.result(timeout=5) for d in (on_thread, on_loop, plain)] == [3, 3, 4]
     assert entered == ["in", "in", "in"]

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import jumpqueue
+from jumpqueue import integration
 
 EXPECTED = [
     "Config",
@@ -27,6 +30,30 @@ EXPECTED = [
     "stats",
     "task",
 ]
+
+INTEGRATION = [
+    "OVERLOADED_BODY",
+    "Exchange",
+    "HttpCounters",
+    "RequestScope",
+    "bind_exchange",
+    "carry_from_headers",
+    "current_scope",
+    "drain_runtime",
+    "log_overloaded",
+    "overloaded_headers",
+    "start_runtime",
+    "wrap_calls",
+]
+
+#: The modules `jumpqueue.contrib` may import: what a third party's glue could.
+PUBLIC_MODULES = {
+    "jumpqueue",
+    "jumpqueue.asgi",
+    "jumpqueue.context",
+    "jumpqueue.integration",
+    "jumpqueue.wsgi",
+}
 
 
 def test_public_api_all_is_pinned_and_sorted() -> None:
@@ -60,3 +87,37 @@ def test_public_api_import_uses_only_the_standard_library() -> None:
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True, timeout=20
     )
     assert out.stdout.strip() == ""
+
+
+def test_public_api_integration_all_is_pinned_sorted_and_documented() -> None:
+    assert integration.__all__ == INTEGRATION
+    # Sorted as ruff's RUF022 keeps it: constants, then classes, then functions.
+    assert integration.__all__ == sorted(
+        INTEGRATION, key=lambda name: (not name.isupper(), not name[0].isupper(), name)
+    )
+    assert integration.__doc__
+    for name in integration.__all__:
+        assert f"`{name}" in integration.__doc__, f"the module docstring does not name {name}"
+        value = getattr(integration, name)
+        if callable(value):
+            assert value.__doc__, f"{name} has no docstring"
+
+
+def test_public_api_contrib_imports_only_public_modules() -> None:
+    contrib = Path(jumpqueue.__file__).parent / "contrib"
+    for path in sorted(contrib.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                # Relative: only contrib's own modules, never a step up into the package.
+                assert node.level == 1, f"{path.name} imports {'.' * node.level}{node.module}"
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                top = node.module.split(".")[0]
+                assert top != "jumpqueue" or node.module in PUBLIC_MODULES, (
+                    f"{path.name} imports {node.module}"
+                )
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    top = alias.name.split(".")[0]
+                    assert top != "jumpqueue" or alias.name in PUBLIC_MODULES, (
+                        f"{path.name} imports {alias.name}"
+                    )

@@ -4,7 +4,7 @@ import threading
 
 import jumpqueue
 from jumpqueue import Status, task
-from jumpqueue._scope import RequestScope
+from jumpqueue.integration import RequestScope
 
 from .conftest import RuntimeFactory, wait_until_waiting_for_room
 
@@ -116,3 +116,21 @@ def test_scope_call_admitted_after_waiting_is_held_then_runs(make_runtime: Runti
     stats = runtime.stats()
     assert stats.waited == 1
     assert stats.in_flight == 0
+
+
+def test_scope_discard_skips_its_calls_unless_always(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime()
+    scope = RequestScope()
+    token = scope.activate()
+    try:
+        skipped = runtime.defer(int, "1")
+        kept = runtime.defer(task(int).options(always=True), "2")
+    finally:
+        scope.deactivate(token)
+    scope.discard()
+    assert scope.released
+    assert skipped.status is Status.SKIPPED
+    assert kept.result(timeout=5) == 2
+    scope.release(succeeded=True)  # released already: nothing changes
+    assert skipped.status is Status.SKIPPED
+    assert runtime.stats().skipped == 1

@@ -13,7 +13,7 @@ import pytest
 
 import jumpqueue
 from jumpqueue import ConfigurationError, RuntimeClosedError, Status, TaskNotRunError
-from jumpqueue._scope import RequestScope
+from jumpqueue.integration import RequestScope
 
 from .conftest import RuntimeFactory
 

@@ -30,7 +30,7 @@ from ._exceptions import (
 from ._runtime import Runtime
 from ._stats import Stats
 from ._tasks import Task, TaskOptions, task
-from ._web import afinish_request, finish_request
+from ._web.finish import afinish_request, finish_request
 
 __all__ = [
     "Config",

@@ -2,6 +2,7 @@
 
 The web layer opens a scope per request and releases it when the last byte has
 been handed to the server; the core only knows that calls are held until then.
+`jumpqueue.integration` is the public face of this module, for framework glue.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ around_calls: contextvars.ContextVar[
 
 
 class RequestScope:
-    """Holds the calls deferred during one request until `release()`.
+    """Holds the calls deferred during one request until `release()` or `discard()`.
 
-    With a journal, `seal()` writes them to it first, in one transaction per
-    runtime: the web layer seals right before the response's last byte goes to
-    the server, so that an acknowledged request's work is on disk.
+    Made current with `activate()`, it holds every call `defer()` makes in that
+    context (and in contexts copied from it) instead of running it. With a
+    journal, `seal()` writes them to it first, in one transaction per runtime:
+    the web layer seals right before the response's last byte goes to the
+    server, so that an acknowledged request's work is on disk. Thread-safe.
     """
 
     def __init__(self) -> None:
@@ -129,3 +132,11 @@ class RequestScope:
             held, self._held = self._held, []
         for host, deferred in held:
             host.release_held(deferred, run=succeeded or deferred.options.always)
+
+    def discard(self) -> None:
+        """Release as a failed request: skip the held calls, except those of `always=True` tasks.
+
+        The same as `release(succeeded=False)`: for a request that failed (it
+        raised, or its status is 400 or more).
+        """
+        self.release(succeeded=False)

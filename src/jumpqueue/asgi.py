@@ -22,18 +22,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import JumpQueueError, OverloadedError, ResponseStartedError
-from ._responses import asgi_response
-from ._scope import RequestScope, around_calls, current_scope
-from ._web import (
+from ._scope import RequestScope, around_calls
+from ._web.finish import current_exchange, log_error_after_finish
+from ._web.lifespan import drain_runtime, start_runtime
+from ._web.responses import asgi_response
+from ._web.serving import (
     OVERLOADED_BODY,
     HttpCounters,
     carry_from_headers,
-    current_exchange,
-    drain_runtime,
-    log_error_after_finish,
     log_overloaded,
     overloaded_headers,
-    start_runtime,
 )
 
 if TYPE_CHECKING:
@@ -94,7 +92,7 @@ class JumpQueueMiddleware:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = _Exchange(scope, receive, send, self.counters)
-        scope_token = current_scope.set(exchange.request_scope)
+        scope_token = exchange.request_scope.activate()
         exchange_token = current_exchange.set(exchange)
         around_token = around_calls.set(around_calls.get() + self.around_calls)
         carried_tokens = carry_from_headers(scope.get("headers", ()))
@@ -122,7 +120,7 @@ class JumpQueueMiddleware:
                 variable.reset(token)
             around_calls.reset(around_token)
             current_exchange.reset(exchange_token)
-            current_scope.reset(scope_token)
+            exchange.request_scope.deactivate(scope_token)
             await exchange.arelease(error)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

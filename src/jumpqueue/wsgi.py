@@ -21,14 +21,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import OverloadedError, ResponseStartedError
-from ._responses import with_content_length, wsgi_response
-from ._scope import RequestScope, around_calls, current_scope
-from ._web import (
+from ._scope import RequestScope, around_calls
+from ._web.finish import current_exchange, log_error_after_finish
+from ._web.responses import with_content_length, wsgi_response
+from ._web.serving import (
     OVERLOADED_BODY,
     HttpCounters,
     carry_from_headers,
-    current_exchange,
-    log_error_after_finish,
     log_overloaded,
     overloaded_headers,
 )
@@ -101,7 +100,7 @@ class JumpQueueMiddleware:
 
     def _enter(self, exchange: _Exchange) -> None:
         # Runs inside the request's own context, which is dropped afterwards.
-        current_scope.set(exchange.scope)
+        exchange.scope.activate()
         current_exchange.set(exchange)
         environ = exchange.environ
         carry_from_headers(

@@ -20,10 +20,10 @@ from jumpqueue import (
     TaskNotRunError,
     TaskOptions,
 )
-from jumpqueue._scope import RequestScope
 from jumpqueue.backends import _handoff, _message, from_url, redact
 from jumpqueue.backends._handoff import HandOffExecutor
 from jumpqueue.context import request_id, traceparent
+from jumpqueue.integration import RequestScope
 
 from ..conftest import RuntimeFactory
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import jumpqueue
-from jumpqueue._scope import current_scope
+from jumpqueue.integration import current_scope
 from jumpqueue.wsgi import JumpQueueMiddleware
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[byt
         batch, count = query["batch"][0], int(query["n"][0])
         for index in range(count):
             jumpqueue.defer(record, f"{batch}-{index}")
-        scope = current_scope.get()
+        scope = current_scope()
         if scope is not None:
             scope.seal()  # the group commit, before the response (the middleware may, too)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])

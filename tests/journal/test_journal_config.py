@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from jumpqueue import Config, ConfigurationError, Runtime
-from jumpqueue._scope import RequestScope
+from jumpqueue.integration import RequestScope
 
 from .conftest import JournaledFactory
 from .journal_helpers import remember, states

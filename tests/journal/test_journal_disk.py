@@ -14,8 +14,8 @@ import pytest
 from jumpqueue import Deferred, Runtime
 from jumpqueue._journal import Journal
 from jumpqueue._journal_file import SCHEMA_VERSION
-from jumpqueue._scope import RequestScope
 from jumpqueue.cli import main
+from jumpqueue.integration import RequestScope
 
 from .conftest import JournaledFactory
 from .journal_helpers import RECORDER, connect, records, remember, remember_after_gate, states

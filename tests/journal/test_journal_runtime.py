@@ -18,7 +18,7 @@ from jumpqueue._journal import Journal
 from jumpqueue._journal_owner import Owner, current_owner, this_node
 from jumpqueue._journal_records import make_record
 from jumpqueue._journal_store import CLAIMED, PENDING, Record, Store
-from jumpqueue._scope import RequestScope
+from jumpqueue.integration import RequestScope
 
 from .conftest import JournaledFactory
 from .journal_helpers import (

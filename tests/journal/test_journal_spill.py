@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from jumpqueue import Config, ConfigurationError, Deferred, OverloadedError, Runtime, Status
-from jumpqueue._scope import RequestScope
+from jumpqueue.integration import RequestScope
 
 from .conftest import JournaledFactory
 from .journal_helpers import RECORDER, records, remember, remember_after_gate, states

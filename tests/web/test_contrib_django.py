@@ -15,7 +15,7 @@ import pytest
 
 import jumpqueue
 from jumpqueue import ConfigurationError, Deferred, Runtime, Status
-from jumpqueue._scope import RequestScope
+from jumpqueue.integration import RequestScope
 
 from .fakes import http_scope, serve_asgi
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jumpqueue import InvalidResponseError
-from jumpqueue._responses import plain_response, status_line, with_content_length, wsgi_response
+from jumpqueue._web.responses import plain_response, status_line, with_content_length, wsgi_response
 
 from .fakes import wsgi_environ
 

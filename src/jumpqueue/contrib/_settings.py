@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._config import Config
-from .._default import configure, get_runtime
-from .._exceptions import ConfigurationError
+from jumpqueue import Config, ConfigurationError, configure, get_runtime
 
 #: Settings of the web layer itself; every other name is a `Config` field.
 WEB_SETTINGS = ("overload_response",)

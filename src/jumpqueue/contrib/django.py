@@ -15,6 +15,7 @@ middleware around the whole application as well (see docs/frameworks.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import threading
@@ -26,10 +27,17 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
-from .._exceptions import ConfigurationError, OverloadedError
-from .._scope import RequestScope, around_calls, current_scope
-from .._web import OVERLOADED_BODY, HttpCounters, log_overloaded, overloaded_headers
-from ..executors._base import running_loop
+from jumpqueue import ConfigurationError, OverloadedError
+from jumpqueue.integration import (
+    OVERLOADED_BODY,
+    HttpCounters,
+    RequestScope,
+    current_scope,
+    log_overloaded,
+    overloaded_headers,
+    wrap_calls,
+)
+
 from ._settings import apply_settings
 
 __all__ = ["JumpQueueMiddleware"]
@@ -70,18 +78,17 @@ class JumpQueueMiddleware:
         if self.is_async:
             return self.__acall__(request)
         get_response: GetResponse = self.get_response  # type: ignore[assignment]
-        outer = current_scope.get()
+        outer = current_scope()
         scope = outer if outer is not None else RequestScope()
-        scope_token = current_scope.set(scope)
-        around_token = around_calls.set((*around_calls.get(), _fresh_connections_factory()))
+        scope_token = scope.activate()
         try:
-            response = get_response(request)
+            with wrap_calls(_fresh_connections_factory()):
+                response = get_response(request)
         except BaseException:
-            scope.release(succeeded=False)
+            scope.discard()
             raise
         finally:
-            around_calls.reset(around_token)
-            current_scope.reset(scope_token)
+            scope.deactivate(scope_token)
         if outer is None:  # else jumpqueue's WSGI/ASGI middleware releases the scope
             _release_on_close(response, scope)
         return response
@@ -89,18 +96,17 @@ class JumpQueueMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         """Serve one request under ASGI; a view cancelled by a disconnect counts as failed."""
         get_response: AsyncGetResponse = self.get_response  # type: ignore[assignment]
-        outer = current_scope.get()
+        outer = current_scope()
         scope = outer if outer is not None else RequestScope()
-        scope_token = current_scope.set(scope)
-        around_token = around_calls.set((*around_calls.get(), _fresh_connections_factory()))
+        scope_token = scope.activate()
         try:
-            response = await get_response(request)
+            with wrap_calls(_fresh_connections_factory()):
+                response = await get_response(request)
         except BaseException:
-            scope.release(succeeded=False)
+            scope.discard()
             raise
         finally:
-            around_calls.reset(around_token)
-            current_scope.reset(scope_token)
+            scope.deactivate(scope_token)
         if outer is None:
             _release_on_close(response, scope)
         return response
@@ -157,4 +163,8 @@ def _fresh_connections(request_thread: int) -> Iterator[None]:
 
 
 def _on_event_loop() -> bool:
-    return running_loop() is not None
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from flask import Flask, Response
 
-from .._exceptions import OverloadedError
-from .._web import OVERLOADED_BODY, HttpCounters, log_overloaded, overloaded_headers
-from ..wsgi import JumpQueueMiddleware
+from jumpqueue import OverloadedError
+from jumpqueue.integration import OVERLOADED_BODY, HttpCounters, log_overloaded, overloaded_headers
+from jumpqueue.wsgi import JumpQueueMiddleware
+
 from ._settings import apply_settings
 
 __all__ = ["JumpQueue"]

@@ -13,7 +13,7 @@ Keep the runtime's `shutdown_timeout` below gunicorn's `graceful_timeout`
 
 from __future__ import annotations
 
-from .._default import get_runtime, shutdown
+from jumpqueue import get_runtime, shutdown
 
 __all__ = ["post_worker_init", "worker_exit"]
 

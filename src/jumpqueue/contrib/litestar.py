@@ -17,8 +17,9 @@ from litestar import Request, Response
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
 
-from .._exceptions import OverloadedError
-from .._web import (
+from jumpqueue import OverloadedError
+from jumpqueue.asgi import JumpQueueMiddleware
+from jumpqueue.integration import (
     OVERLOADED_BODY,
     HttpCounters,
     drain_runtime,
@@ -26,12 +27,11 @@ from .._web import (
     overloaded_headers,
     start_runtime,
 )
-from ..asgi import JumpQueueMiddleware
 
 if TYPE_CHECKING:
     from litestar.config.app import AppConfig
 
-    from .._runtime import Runtime
+    from jumpqueue import Runtime
 
 __all__ = ["JumpQueueMiddleware", "JumpQueuePlugin"]
 

@@ -14,6 +14,6 @@ of the request's context.
 
 from __future__ import annotations
 
-from ..asgi import HttpCounters, JumpQueueMiddleware
+from jumpqueue.asgi import HttpCounters, JumpQueueMiddleware
 
 __all__ = ["HttpCounters", "JumpQueueMiddleware"]

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, cast
 
-from ._exceptions import InvalidResponseError
+from .._exceptions import InvalidResponseError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
