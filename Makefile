@@ -26,9 +26,11 @@ CODE_DIRS := $(wildcard src tests benchmarks)
 
 # ------------------------------------------------------------ virtualenvs
 # A stamp file records the last install: re-running is instant, but an
-# edit to pyproject.toml reinstalls.
+# edit to pyproject.toml, or to the version in __init__.py (which the
+# installed metadata copies), reinstalls.
 VENV := .venv
 STAMP := $(VENV)/.installed
+INSTALL_INPUTS := pyproject.toml src/jumpqueue/__init__.py
 
 .PHONY: venv
 venv: $(STAMP)
@@ -36,7 +38,7 @@ venv: $(STAMP)
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(VENV)/bin/python
+$(STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test,demo]'
 	@touch $@
@@ -47,7 +49,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	if [ -z "$$py" ]; then echo "Python $* not found" >&2; exit 1; fi; \
 	"$$py" -m venv .venv-$*
 
-.venv-%/.installed: pyproject.toml | .venv-%/bin/python
+.venv-%/.installed: $(INSTALL_INPUTS) | .venv-%/bin/python
 	.venv-$*/bin/python -m pip install -q --upgrade pip
 	.venv-$*/bin/python -m pip install -q -e '.[test]'
 	@touch $@

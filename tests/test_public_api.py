@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 
@@ -60,3 +61,7 @@ def test_public_api_import_uses_only_the_standard_library() -> None:
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True, timeout=20
     )
     assert out.stdout.strip() == ""
+
+
+def test_public_api_version_is_the_installed_distribution_version() -> None:
+    assert jumpqueue.__version__ == importlib.metadata.version("jumpqueue")
