@@ -67,7 +67,7 @@ $(BENCH_STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 .PRECIOUS: .venv-%/bin/python .venv-%/.installed
 
 # ------------------------------------------------------------ checks
-.PHONY: lint format typecheck cov test test-all $(addprefix test-,$(PYVERSIONS))
+.PHONY: lint format typecheck cov test test-fast test-all $(addprefix test-,$(PYVERSIONS))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CODE_DIRS)
@@ -105,6 +105,11 @@ $(addprefix test-,$(PYVERSIONS)): test-%:
 
 # Newest Python with lint, types and coverage, then the oldest supported one.
 test: lint typecheck cov test-3.10
+
+# The unit tests alone, in under a minute: no real servers, brokers, child
+# processes or tmpfs mounts (the markers tests/conftest.py gives).
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m 'not server and not broker and not process and not tmpfs'
 
 # pytest on every supported Python that is installed here.
 test-all: $(addprefix test-,$(PYVERSIONS))
