@@ -26,9 +26,11 @@ CODE_DIRS := $(wildcard src tests benchmarks)
 
 # ------------------------------------------------------------ virtualenvs
 # A stamp file records the last install: re-running is instant, but an
-# edit to pyproject.toml reinstalls.
+# edit to pyproject.toml, or to the version in __init__.py (which the
+# installed metadata copies), reinstalls.
 VENV := .venv
 STAMP := $(VENV)/.installed
+INSTALL_INPUTS := pyproject.toml src/jumpqueue/__init__.py
 
 .PHONY: venv
 venv: $(STAMP)
@@ -36,7 +38,7 @@ venv: $(STAMP)
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(VENV)/bin/python
+$(STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test,demo]'
 	@touch $@
@@ -47,16 +49,25 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	if [ -z "$$py" ]; then echo "Python $* not found" >&2; exit 1; fi; \
 	"$$py" -m venv .venv-$*
 
-.venv-%/.installed: pyproject.toml | .venv-%/bin/python
+.venv-%/.installed: $(INSTALL_INPUTS) | .venv-%/bin/python
 	.venv-$*/bin/python -m pip install -q --upgrade pip
 	.venv-$*/bin/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# The benchmarks' peers (the `bench` extra) go into the main venv only
+# when `make bench` needs them.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	@touch $@
 
 # Pattern-built venvs are not throwaway intermediates: keep them.
 .PRECIOUS: .venv-%/bin/python .venv-%/.installed
 
 # ------------------------------------------------------------ checks
-.PHONY: lint format typecheck cov test test-all $(addprefix test-,$(PYVERSIONS))
+.PHONY: lint format typecheck cov test test-fast test-all $(addprefix test-,$(PYVERSIONS))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CODE_DIRS)
@@ -95,6 +106,11 @@ $(addprefix test-,$(PYVERSIONS)): test-%:
 # Newest Python with lint, types and coverage, then the oldest supported one.
 test: lint typecheck cov test-3.10
 
+# The unit tests alone, in under a minute: no real servers, brokers, child
+# processes or tmpfs mounts (the markers tests/conftest.py gives).
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m 'not server and not broker and not process and not tmpfs'
+
 # pytest on every supported Python that is installed here.
 test-all: $(addprefix test-,$(PYVERSIONS))
 
@@ -105,7 +121,7 @@ demo: $(STAMP)
 	$(VENV)/bin/jumpqueue demo
 
 # Side-by-side measurements (not tests): each prints a Markdown table for the README.
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/handoff.py
 	$(VENV)/bin/python benchmarks/process.py
 	$(VENV)/bin/python benchmarks/journal.py

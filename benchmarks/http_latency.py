@@ -19,7 +19,7 @@ async executor (50 at once) running the 200 ms task under load far above their
 capacity (`on_overload="drop"`), in tasks completed per second (from the
 server's `/stats`) against the ideal, size / 0.2 s.
 
-Needs flask and gunicorn besides the demo extra; `wrk` (Debian's package) is
+Needs the bench extra (`make bench` installs it); `wrk` (Debian's package) is
 optional. With two or more CPUs, the load generator is pinned to the first and the
 servers to the others. Traffic goes to 127.0.0.1 only, and every run stops by
 itself.

@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh default runtime per test, and runtimes that always shut down."""
+"""Shared fixtures (a fresh default runtime per test, runtimes that shut down) and test markers."""
 
 from __future__ import annotations
 
@@ -60,3 +60,64 @@ def make_runtime() -> Iterator[RuntimeFactory]:
     yield make
     for runtime in made:
         runtime.shutdown(timeout=5)
+
+
+# The markers declared in pyproject.toml are given here, in one place, by what a
+# test needs, so that test modules carry none of them; `make test-fast` leaves
+# out every test that has one.
+MARKS_BY_FIXTURE: dict[str, tuple[str, ...]] = {
+    "coordinator": ("server",),  # web/harness.py: servers under test in child processes
+    "processes": ("process",),  # backends/conftest.py: workers and private brokers
+    "private_redis": ("broker",),
+}
+MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
+    "backends/test_celery_backend.py": ("broker",),
+    "backends/test_rq_backend.py": ("broker",),
+    "executors/test_process.py": ("process",),
+    "executors/test_process_gunicorn.py": ("server", "process"),
+    "journal/test_journal_gunicorn.py": ("server", "process"),
+}
+# Single tests in modules that are otherwise quick and self-contained.
+MARK_BY_TEST: dict[str, dict[str, str]] = {
+    "test_cli.py": {
+        "test_cli_demo_serves_a_spike_on_a_real_server_and_accounts_for_every_call": "server",
+    },
+    "test_public_api.py": {
+        "test_public_api_import_uses_only_the_standard_library": "process",
+    },
+    "test_shutdown.py": {
+        "test_shutdown_at_interpreter_exit_drains": "process",
+        "test_shutdown_in_a_forked_child_starts_over": "process",
+    },
+    "backends/test_handoff.py": {
+        "test_handoff_backend_urls_import_their_engine_only_when_opened": "process",
+    },
+    "journal/test_journal_runtime.py": {
+        "test_journal_takes_up_records_of_dead_owners_and_expired_leases_only": "process",
+        "test_journal_survives_fork_each_process_with_its_own_connection": "process",
+    },
+    "journal/test_journal_disk.py": {
+        "test_journal_real_full_disk_fails_no_call_and_journaling_resumes_by_itself": "tmpfs",
+        "test_journal_in_a_read_only_directory_runs_calls_without_it": "tmpfs",
+    },
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the fixtures it uses, its module and its name (the tables above)."""
+    for item in items:
+        path = item.nodeid.partition("::")[0]  # relative to the project's root
+        if not isinstance(item, pytest.Function) or not path.startswith("tests/"):
+            continue
+        module = path.removeprefix("tests/")
+        by_test = MARK_BY_TEST.get(module, {})
+        # A renamed test would silently lose its marker and slow `make test-fast` down.
+        if missing := [name for name in by_test if not hasattr(item.module, name)]:
+            raise pytest.UsageError(f"tests/conftest.py marks {module}::{missing[0]}: no such test")
+        names = {
+            *(name for fixture in item.fixturenames for name in MARKS_BY_FIXTURE.get(fixture, ())),
+            *MARKS_BY_MODULE.get(module, ()),
+            *([by_test[item.originalname]] if item.originalname in by_test else []),
+        }
+        for name in sorted(names):
+            item.add_marker(name)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,7 @@ def test_public_api_contrib_imports_only_public_modules() -> None:
                     assert top != "jumpqueue" or alias.name in PUBLIC_MODULES, (
                         f"{path.name} imports {alias.name}"
                     )
+
+
+def test_public_api_version_is_the_installed_distribution_version() -> None:
+    assert jumpqueue.__version__ == importlib.metadata.version("jumpqueue")
