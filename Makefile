@@ -72,6 +72,7 @@ $(BENCH_STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CODE_DIRS)
 	$(VENV)/bin/ruff format --check $(CODE_DIRS)
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format $(CODE_DIRS)
