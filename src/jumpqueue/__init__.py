@@ -8,7 +8,7 @@ shutdown.
 from __future__ import annotations
 
 from ._config import Config
-from ._default import configure, defer, get_runtime, shutdown, stats
+from ._default import configure, defer, get_runtime, shutdown, stats, submit
 from ._deferred import Deferred, Status
 from ._exceptions import (
     ConfigurationError,
@@ -25,6 +25,7 @@ from ._exceptions import (
     RuntimeClosedError,
     TaskNotRunError,
     TaskTimeoutError,
+    WaitDeadlockError,
     WorkerCrashedError,
 )
 from ._runtime import Runtime
@@ -54,6 +55,7 @@ __all__ = [
     "TaskNotRunError",
     "TaskOptions",
     "TaskTimeoutError",
+    "WaitDeadlockError",
     "WorkerCrashedError",
     "afinish_request",
     "configure",
@@ -62,6 +64,7 @@ __all__ = [
     "get_runtime",
     "shutdown",
     "stats",
+    "submit",
     "task",
 ]
 

@@ -87,6 +87,32 @@ def defer(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]
     return get_runtime().defer(fn, *args, **kwargs)
 
 
+@overload
+def submit(
+    fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+) -> Deferred[R]: ...
+
+
+@overload
+def submit(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[R]: ...
+
+
+def submit(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+    """Run `fn(*args, **kwargs)` now, under its task's options, even inside a request.
+
+    Unlike `defer()`, the call is not held for the response: it is admitted
+    (the overload policy applies) and starts as soon as its executor has room,
+    with the task's timeout and retries, so a request may wait for it:
+    `jumpqueue.submit(send, message).result(timeout=10)`, or
+    `await jumpqueue.submit(send, message).aresult(timeout=10)` in a coroutine.
+    Outside a request it is the same as `defer()`.
+
+    Raises:
+        InvalidCallError, OverloadedError, RuntimeClosedError: as `defer()`.
+    """
+    return get_runtime().submit(fn, *args, **kwargs)
+
+
 def stats() -> Stats:
     """Counters and gauges of the default runtime (see `Stats`)."""
     return get_runtime().stats()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import itertools
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from ._exceptions import TaskNotRunError, TaskTimeoutError
+from ._exceptions import TaskNotRunError, TaskTimeoutError, WaitDeadlockError
 
 if TYPE_CHECKING:
-    import asyncio
     import contextvars
 
     from ._choices import ExecutorName
@@ -62,6 +62,13 @@ _id_prefix = os.urandom(8).hex()
 _id_counter = itertools.count(1)
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _new_id_prefix() -> None:
     global _id_prefix, _id_counter  # noqa: PLW0603 -- ids must differ between forked processes
     _id_prefix = os.urandom(8).hex()
@@ -70,6 +77,13 @@ def _new_id_prefix() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+class Holder(Protocol):
+    """What holds a call until its request's response has been sent (a request scope)."""
+
+    def is_current(self) -> bool:
+        """True while the code asking runs inside that request, before its release."""
 
 
 class Deferred(Generic[R]):
@@ -85,6 +99,7 @@ class Deferred(Generic[R]):
     __slots__ = (
         "_done",
         "_exception",
+        "_holder",
         "_record",
         "_result",
         "_status",
@@ -128,6 +143,8 @@ class Deferred(Generic[R]):
         self._done: threading.Event | None = None
         #: The call as the journal stores it, when the runtime has a journal.
         self._record: Record | None = None
+        #: The request scope that holds the call until its response is sent, if any.
+        self._holder: Holder | None = None
 
     def __repr__(self) -> str:
         return f"<Deferred {self.id} {self.name} {self._status.value}>"
@@ -142,9 +159,48 @@ class Deferred(Generic[R]):
         return not is_live(self._status)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the call is final or `timeout` seconds pass; True if final."""
+        """Block until the call is final or `timeout` seconds pass; True if final.
+
+        Raises:
+            WaitDeadlockError: the wait could never end: the call is held for
+                the response of the request that waits, or runs on the event
+                loop the wait would block.
+        """
         if not is_live(self._status):
             return True
+        self._refuse_held_wait()
+        loop = self.loop
+        if loop is not None and _running_loop() is loop:
+            raise WaitDeadlockError(
+                f"{self.name} [{self.id}] runs on this event loop, which waiting for it "
+                "here would block; use 'await handle.aresult()' in a coroutine"
+            )
+        return self._wait(timeout)
+
+    async def aresult(self, timeout: float | None = None) -> R:
+        """`result()` for coroutines: waits without blocking the event loop.
+
+        Raises:
+            WaitDeadlockError: the call is held for the response of the request that waits.
+            TimeoutError: the call was not final within `timeout`.
+            Exception: as `result()`.
+        """
+        if is_live(self._status):
+            self._refuse_held_wait()
+            if not await asyncio.to_thread(self._wait, timeout):
+                raise TimeoutError(f"{self!r} is not finished after {timeout} s")
+        return self.result(0)
+
+    def _refuse_held_wait(self) -> None:
+        holder = self._holder
+        if self._status is Status.HELD and holder is not None and holder.is_current():
+            raise WaitDeadlockError(
+                f"{self.name} [{self.id}] is held until the response of the request that "
+                "deferred it has been sent, which cannot happen while this request waits "
+                "for it; use jumpqueue.submit() to run a call now and wait for it"
+            )
+
+    def _wait(self, timeout: float | None) -> bool:
         with _events_lock:
             if self._done is None:
                 self._done = threading.Event()
@@ -160,6 +216,7 @@ class Deferred(Generic[R]):
 
         Raises:
             TimeoutError: the call was not final within `timeout`.
+            WaitDeadlockError: the wait could never end (see `wait()`).
             TaskTimeoutError: the call ran past its own timeout.
             TaskNotRunError: the call was shed, skipped or abandoned; or it was
                 handed off to a backend (status "handed_off"), whose engine holds
@@ -176,6 +233,7 @@ class Deferred(Generic[R]):
 
         Raises:
             TimeoutError: the call was not final within `timeout`.
+            WaitDeadlockError: the wait could never end (see `wait()`).
         """
         if not self.wait(timeout):
             raise TimeoutError(f"{self!r} is not finished after {timeout} s")
@@ -202,6 +260,7 @@ class Deferred(Generic[R]):
         self.kwargs = {}
         self.context = None
         self.loop = None
+        self._holder = None
         self._status = status
 
     def _notify(self) -> None:

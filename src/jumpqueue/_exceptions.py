@@ -13,6 +13,7 @@ JumpQueueError
 ├── JournalError                           a file is not a journal this version can use
 ├── TaskTimeoutError                       the call ran past its timeout
 ├── TaskNotRunError                        the call was shed, skipped, abandoned or handed off
+├── WaitDeadlockError (also RuntimeError)  waiting here on a call could never end
 ├── HandOffError                           the backend could not take a call ("raise" fallback)
 ├── WorkerCrashedError                     the child process running the call died
 ├── MemoryLimitError (also MemoryError)    the call went past memory_limit in its child
@@ -91,6 +92,17 @@ class TaskNotRunError(JumpQueueError):
     def __init__(self, message: str, *, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class WaitDeadlockError(JumpQueueError, RuntimeError):
+    """Waiting on a call here could never end, so the wait raises at once instead.
+
+    A call deferred during a request is held until that request's response has
+    been sent, which cannot happen while the request waits for the call; a
+    coroutine that runs on an event loop cannot finish while that loop is
+    blocked by a wait. Run a call now with `jumpqueue.submit()` to wait for it
+    in a request, and wait from a coroutine with `await handle.aresult()`.
+    """
 
 
 class HandOffError(JumpQueueError):

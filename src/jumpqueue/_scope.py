@@ -76,6 +76,10 @@ class RequestScope:
         """Undo `activate()`."""
         current_scope.reset(token)
 
+    def is_current(self) -> bool:
+        """True in the request's own context (its handler), until `release()`."""
+        return not self._released and current_scope.get() is self
+
     def hold(self, host: ScopeHost, deferred: Deferred[Any]) -> bool:
         """Keep a call until release; False if the scope was released already."""
         with self._lock:

@@ -137,6 +137,9 @@ class Deferrer(Protocol):
     def defer(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Admit a call of fn (see `Runtime.defer`)."""
 
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Admit a call of fn to run now (see `Runtime.submit`)."""
+
 
 #: The default runtime's getter, for `Task.defer()`; `jumpqueue._default` sets it, so that
 #: this module, below the runtime, need not import it.
@@ -175,6 +178,20 @@ class Task(Generic[P, R]):
         if default_runtime is None:  # pragma: no cover -- `import jumpqueue` sets it
             raise RuntimeError("jumpqueue._default is not imported")
         return default_runtime().defer(self, *args, **kwargs)
+
+    @overload
+    def submit(
+        self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[T]: ...
+
+    @overload
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Deferred[R]: ...
+
+    def submit(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Run a call of this task now on the default runtime (see `jumpqueue.submit`)."""
+        if default_runtime is None:  # pragma: no cover -- `import jumpqueue` sets it
+            raise RuntimeError("jumpqueue._default is not imported")
+        return default_runtime().submit(self, *args, **kwargs)
 
     def options(self, **overrides: Unpack[TaskOptionValues]) -> Task[P, R]:
         """A copy of this task with some options replaced; the registry is unchanged.

@@ -13,7 +13,7 @@ from ..executors._base import running_loop
 if TYPE_CHECKING:
     from .._choices import OverloadPolicy, ShedPolicy
     from .._config import Config
-    from .._deferred import Deferred
+    from .._deferred import Deferred, Holder
     from .ledger import Ledger
 
 logger = logging.getLogger("jumpqueue")
@@ -37,8 +37,12 @@ class Admission:
         self._shed_log = RateLimitedLog(logger, interval=10.0)
         self._loop_wait_log = RateLimitedLog(logger, interval=60.0)
 
-    def admit(self, deferred: Deferred[Any], *, hold: bool, refused: bool = False) -> Verdict:
-        """Admit a call, or apply its overload policy; `refused`: the journal refuses calls.
+    def admit(
+        self, deferred: Deferred[Any], holder: Holder | None, *, refused: bool = False
+    ) -> Verdict:
+        """Admit a call (held by `holder`, if any), or apply its overload policy.
+
+        `refused`: the journal refuses calls, so no room can be made for it.
 
         Raises:
             OverloadedError: the policy rejects the call.
@@ -49,18 +53,18 @@ class Admission:
             if ledger.closing:
                 raise RuntimeClosedError(f"the runtime is shut down; {deferred.name} not accepted")
             if not refused and ledger.has_room_locked():
-                ledger.enter_locked(deferred, hold=hold)
+                ledger.enter_locked(deferred, holder)
                 return Verdict.ADMITTED
             policy = self._overloaded(deferred, refused=refused)
             if policy == "spill":
                 return Verdict.SPILL  # counted with its outcome, once written
             if policy == "wait":  # and room was found
                 ledger.counters.waited += 1
-                ledger.enter_locked(deferred, hold=hold)
+                ledger.enter_locked(deferred, holder)
                 return Verdict.ADMITTED
             if policy == "inline":
                 ledger.counters.inlined += 1
-                ledger.enter_locked(deferred, hold=False)
+                ledger.enter_locked(deferred, None)
                 return Verdict.INLINE
             shed: ShedPolicy = "reject" if policy == "reject" else "drop"
             ledger.shed_locked(deferred, shed)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._choices import SHED_POLICIES, ShedPolicy
-from .._deferred import Deferred, Status, is_live
+from .._deferred import Deferred, Holder, Status, is_live
 
 if TYPE_CHECKING:
     from .._journal import Journal
@@ -87,12 +87,13 @@ class Ledger:
         """True while the backlog can take another call."""
         return len(self.in_flight) < self.max_pending
 
-    def enter_locked(self, deferred: Deferred[Any], *, hold: bool) -> None:
-        """Accept a call: held for its request, or pending."""
+    def enter_locked(self, deferred: Deferred[Any], holder: Holder | None) -> None:
+        """Accept a call: held for its request by `holder`, or pending."""
         self.counters.submitted += 1
         self.in_flight.add(deferred)
-        if hold:
+        if holder is not None:
             self.held += 1
+            deferred._holder = holder
             deferred._status = Status.HELD
         else:
             self.pending += 1

@@ -167,7 +167,7 @@ class Runtime:
             return self._intercepted(deferred)
         holder = scope if scope is not None and not scope.released else None
         refused = journal is not None and journal.refusing
-        verdict = self._admission.admit(deferred, hold=holder is not None, refused=refused)
+        verdict = self._admission.admit(deferred, holder, refused=refused)
         if verdict is Verdict.ADMITTED:
             if holder is None:
                 if journal is not None:
@@ -180,6 +180,22 @@ class Runtime:
         elif verdict is Verdict.SPILL:
             self._journaling.spill(deferred, holder, self._held_calls)
         return deferred
+
+    @overload
+    def submit(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[R]: ...
+
+    @overload
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[R]: ...
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Run `fn(*args, **kwargs)` now, even inside a request; see `jumpqueue.submit`."""
+        token = current_scope.set(None)
+        try:
+            return self.defer(fn, *args, **kwargs)
+        finally:
+            current_scope.reset(token)
 
     # -- observation and shutdown ------------------------------------------------------------
 
