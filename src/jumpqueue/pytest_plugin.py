@@ -1,4 +1,4 @@
-"""The pytest plugin: `jumpqueue_capture` and `jumpqueue_immediate` fixtures."""
+"""The pytest plugin: the testing modes of `jumpqueue.testing` as fixtures."""
 
 from __future__ import annotations
 
@@ -6,18 +6,25 @@ from collections.abc import Iterator
 
 import pytest
 
-from .testing import CapturedCall, capture, immediate
+from .testing import CapturedCall, capture, immediate, live
+
+
+@pytest.fixture
+def jumpqueue_immediate() -> Iterator[list[CapturedCall]]:
+    """Deferred calls run in place, as `jumpqueue.testing.immediate()` runs them."""
+    with immediate() as calls:
+        yield calls
 
 
 @pytest.fixture
 def jumpqueue_capture() -> Iterator[list[CapturedCall]]:
-    """Calls deferred during the test, recorded and not run."""
+    """Deferred calls recorded with their fate, and not run (`jumpqueue.testing.capture()`)."""
     with capture() as calls:
         yield calls
 
 
 @pytest.fixture
-def jumpqueue_immediate() -> Iterator[None]:
-    """Deferred calls run at once inside `defer()`, their exceptions propagating."""
-    with immediate():
+def jumpqueue_live() -> Iterator[None]:
+    """A testing mode that an autouse fixture turned on is off for this test."""
+    with live():
         yield

@@ -7,8 +7,10 @@ import logging
 import math
 import random
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
 from .._exceptions import TaskTimeoutError
 from .._scheduler import Scheduler
@@ -24,41 +26,63 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jumpqueue")
 
 
+#: When a retry is due: `retry_later(delay, again)` calls `again()` after `delay` seconds.
+RetryLater = Callable[[float, Callable[[], None]], object]
+
+
 class Dispatcher:
     """Runs admitted calls on the executors, and settles each attempt; the executors report here.
 
     `backend`, when the runtime hands its calls to a distributed engine, takes
     every call's first attempt; a call that falls back runs its retries here.
+    A testing mode routes every call to an executor of its own (`route()`).
     """
 
     def __init__(self, config: Config, ledger: Ledger) -> None:
         self._config = config
         self._ledger = ledger
         self._lock = threading.Lock()
-        self.executors: dict[ExecutorName, Executor] = {}
-        self.backend: Executor | None = None
-        self.journal: Journal | None = None
         self._scheduler = Scheduler()
+        self._made: dict[ExecutorName, Executor] = {}
+        self._handoff: Executor | None = None
+        #: Where calls go, by executor name: the executors made so far, or a testing mode's.
+        self.executors = self._made
+        self.backend: Executor | None = None
+        self.retry_later: RetryLater = self._scheduler.call_later
+        self.journal: Journal | None = None
+
+    def open_backend(self, backend: Executor | None) -> None:
+        """Hand every call's first attempt to this hand-off executor (None: keep them here)."""
+        self._handoff = self.backend = backend
+
+    def route(self, executor: Executor | None, retry_later: RetryLater | None = None) -> None:
+        """Send every call to `executor`, retried when `retry_later` says; None: as configured."""
+        if executor is None:
+            self.executors, self.backend = self._made, self._handoff
+            self.retry_later = self._scheduler.call_later
+        else:
+            self.executors, self.backend = dict.fromkeys(EXECUTOR_NAMES, executor), None
+            self.retry_later = retry_later or self._scheduler.call_later
 
     @property
     def workers(self) -> int:
         """Threads and child processes serving now."""
-        return sum(executor.workers for executor in list(self.executors.values()))
+        return sum(executor.workers for executor in list(self._made.values()))
 
     @property
     def stuck(self) -> int:
         """Threads still running calls that timed out."""
-        return sum(executor.stuck for executor in list(self.executors.values()))
+        return sum(executor.stuck for executor in list(self._made.values()))
 
     def executor(self, name: ExecutorName) -> Executor:
-        """The executor of that name, made on first use."""
+        """The executor calls of that name go to; a configured one is made on first use."""
         executor = self.executors.get(name)
         if executor is None:
             with self._lock:
-                executor = self.executors.get(name)
+                executor = self._made.get(name)
                 if executor is None:
                     executor = EXECUTORS[name](self._config, self)
-                    self.executors[name] = executor
+                    self._made[name] = executor
         return executor
 
     def dispatch(self, deferred: Deferred[Any]) -> None:
@@ -90,9 +114,9 @@ class Dispatcher:
     def close(self) -> None:
         """Stop the timers, the backend and every executor (the ledger has settled every call)."""
         self._scheduler.stop()
-        if self.backend is not None:
-            self.backend.close()
-        for executor in list(self.executors.values()):
+        if self._handoff is not None:
+            self._handoff.close()
+        for executor in list(self._made.values()):
             executor.close()
 
     # -- what the executors report (`ExecutorHost`) --------------------------------------------
@@ -162,7 +186,7 @@ class Dispatcher:
                 error,
                 delay,
             )
-            self._scheduler.call_later(delay, lambda: self.dispatch(deferred))
+            self.retry_later(delay, lambda: self.dispatch(deferred))
             return
         logger.error(
             "jumpqueue: %s [%s] %s after %d attempt(s)",

@@ -215,13 +215,6 @@ class Ledger:
             deferred._notify()
         return settled
 
-    def resolve_unadmitted(
-        self, deferred: Deferred[Any], status: Status, result: Any, error: BaseException | None
-    ) -> None:
-        """Give an outcome to a call that never entered the backlog (a testing mode ran it)."""
-        deferred._resolve(status, result, error)
-        deferred._notify()
-
     # -- hand-off ------------------------------------------------------------------------------
 
     def handed_off(self, deferred: Deferred[Any], backend: str, note: BaseException) -> bool:

@@ -20,7 +20,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from .._config import Config, check_seconds
 from .._deferred import Deferred, Status
@@ -36,7 +36,7 @@ from .._tasks import (
     executor_for,
 )
 from ..backends import open_backend
-from ..executors._base import Attempt, running_loop
+from ..executors._base import Attempt, Executor, ExecutorHost, running_loop
 from .admission import Admission, Verdict
 from .dispatch import Dispatcher
 from .handoff import HandOffOutcomes
@@ -54,10 +54,21 @@ _NAMED_IN_LOG = 20
 #: Longest shutdown waits for the journal to write its last marks.
 _JOURNAL_CLOSE_WAIT = 5.0
 
-#: What a testing mode does with a call instead of admitting it: record it (None), or run
-#: it and return its outcome (what it raises fails the call, then the caller of defer()).
-#: See `jumpqueue.testing`.
-Intercept = Callable[[Deferred[Any]], "tuple[Status, Any, BaseException | None] | None"]
+
+class TestingMode(Protocol):
+    """How `jumpqueue.testing` runs (or records) a runtime's calls instead of its executors."""
+
+    def accepted(self, deferred: Deferred[Any], *, held: bool) -> None:
+        """A call was deferred (`held` for its request's response); admission comes next."""
+
+    def executor(self, host: ExecutorHost) -> Executor:
+        """The executor every admitted call goes to while the mode is on."""
+
+    def retry_later(self, delay: float, again: Callable[[], None]) -> None:
+        """Run a retry, due in `delay` seconds."""
+
+    def leftovers(self) -> list[Deferred[Any]]:
+        """Calls given to its executor that it never ran: abandoned when the mode ends."""
 
 
 class Runtime:
@@ -77,18 +88,19 @@ class Runtime:
         # Everything a forked child must not share with its parent.
         config = self.config
         self._stopped = threading.Event()
-        self._intercept: Intercept | None = None
+        self._modes: list[TestingMode | None] = []
+        self._mode: TestingMode | None = None
         self._ledger = ledger = Ledger(config.max_pending)
         self._admission = Admission(config, ledger)
         self._dispatcher = dispatcher = Dispatcher(config, ledger)
-        self._executors = dispatcher.executors  # read on every defer(): one lookup fewer
         # The journal opens its file on first use, in the process that uses it.
         self._journaling = journaling = JournalLink(config, ledger, dispatcher)
         ledger.journal = dispatcher.journal = journaling.journal
         self._held_calls = HeldCalls(ledger, dispatcher, journaling, self._stopped)
         # Backend hand-off (None: every call stays in the local pools).
         outcomes = HandOffOutcomes(config, ledger, dispatcher, journaling.journal)
-        backend = dispatcher.backend = open_backend(config, outcomes)
+        backend = open_backend(config, outcomes)
+        dispatcher.open_backend(backend)
         if backend is not None:
             ledger.counters.backends[backend.name] = HandOffCounts()
 
@@ -155,7 +167,7 @@ class Runtime:
             name or info.name, function, args, kwargs, options, executor_name, context, loop
         )
         dispatcher = self._dispatcher
-        executor = self._executors.get(executor_name) or dispatcher.executor(executor_name)
+        executor = dispatcher.executors.get(executor_name) or dispatcher.executor(executor_name)
         executor.validate(deferred)
         backend = dispatcher.backend
         if backend is not None:
@@ -163,9 +175,9 @@ class Runtime:
             backend.validate(deferred)
             executor = backend
         journal = self._journaling.prepare(deferred)
-        if self._intercept is not None:
-            return self._intercepted(deferred)
         holder = scope if scope is not None and not scope.released else None
+        if self._mode is not None:
+            self._mode.accepted(deferred, held=holder is not None)
         refused = journal is not None and journal.refusing
         verdict = self._admission.admit(deferred, holder, refused=refused)
         if verdict is Verdict.ADMITTED:
@@ -274,25 +286,24 @@ class Runtime:
     # -- testing modes (see `jumpqueue.testing`) -----------------------------------------------
 
     @contextlib.contextmanager
-    def _intercepting(self, intercept: Intercept) -> Iterator[None]:
-        # Calls deferred meanwhile are validated as usual, then given to `intercept`
-        # instead of the backlog; they are not counted.
-        previous, self._intercept = self._intercept, intercept
+    def _testing_mode(self, mode: TestingMode | None) -> Iterator[None]:
+        # Calls admitted meanwhile go to the mode's executor (None: to the configured
+        # ones, which suspends an outer mode); the previous mode comes back after.
+        self._modes.append(self._mode)
+        self._apply(mode)
         try:
             yield
         finally:
-            self._intercept = previous
+            self._apply(self._modes.pop())
+            for deferred in mode.leftovers() if mode is not None else ():
+                self._ledger.settle(deferred, Status.ABANDONED)
 
-    def _intercepted(self, deferred: Deferred[Any]) -> Deferred[Any]:
-        intercept = self._intercept
-        try:
-            outcome = intercept(deferred) if intercept is not None else None
-        except BaseException as error:
-            self._ledger.resolve_unadmitted(deferred, Status.FAILED, None, error)
-            raise
-        if outcome is not None:
-            self._ledger.resolve_unadmitted(deferred, *outcome)
-        return deferred
+    def _apply(self, mode: TestingMode | None) -> None:
+        self._mode = mode
+        if mode is None:
+            self._dispatcher.route(None)
+        else:
+            self._dispatcher.route(mode.executor(self._dispatcher), mode.retry_later)
 
     def _shutdown_at_exit(self) -> None:
         self.shutdown()
