@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import asyncio
     import contextvars
 
-    from ._journal_store import Record
+    from ._journal import Record
     from ._tasks import TaskOptions
 
 R = TypeVar("R")

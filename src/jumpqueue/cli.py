@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import _journal_cli
+from ._journal import cli as _journal_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,9 +16,9 @@ from rq.job import Job
 
 import jumpqueue
 from jumpqueue import Config, Deferred, Status, TaskNotRunError
-from jumpqueue import _journal as journal_module
-from jumpqueue._journal_records import make_record
-from jumpqueue._journal_store import PENDING, Store
+from jumpqueue._journal import journal as journal_module
+from jumpqueue._journal.records import make_record
+from jumpqueue._journal.store import PENDING, Store
 from jumpqueue.backends import _handoff
 from jumpqueue.backends._handoff import HandOffExecutor
 from jumpqueue.cli import main

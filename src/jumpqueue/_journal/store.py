@@ -1,6 +1,6 @@
 """The journal's records, and every statement run on them.
 
-One `Store` wraps one connection (opened by `_journal_file`), used by one
+One `Store` wraps one connection (opened by `file`), used by one
 thread. Every write runs in a short `BEGIN IMMEDIATE` transaction with
 parameters.
 """
@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ._journal_file import close, open_file
-from ._journal_owner import Owner, is_alive
+from .file import close, open_file
+from .owner import Owner, is_alive
 
 logger = logging.getLogger("jumpqueue")
 

@@ -8,18 +8,18 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._codec import known_task
-from ._deferred import Deferred
-from ._exceptions import InvalidCallError, JournalError
-from ._journal_file import announce
-from ._journal_owner import Owner, current_owner
-from ._journal_records import Quarantine, decode
-from ._journal_store import FAILED, PENDING, Store
-from ._journal_writer import PROBE_MAX, JournalWriter, Mark
+from .._codec import known_task
+from .._deferred import Deferred
+from .._exceptions import InvalidCallError, JournalError
+from .file import announce
+from .owner import Owner, current_owner
+from .records import Quarantine, decode
+from .store import FAILED, PENDING, Store
+from .writer import PROBE_MAX, JournalWriter, Mark
 
 if TYPE_CHECKING:
-    from ._config import Config
-    from ._ratelimit import RateLimitedLog
+    from .._config import Config
+    from .._ratelimit import RateLimitedLog
 
 logger = logging.getLogger("jumpqueue")
 

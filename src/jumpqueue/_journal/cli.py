@@ -15,9 +15,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from ._exceptions import JournalError
-from ._journal_owner import Owner, is_alive
-from ._journal_store import FAILED, QUARANTINED, SKIPPED, STATES, TAMPERED, Store
+from .._exceptions import JournalError
+from .owner import Owner, is_alive
+from .store import FAILED, QUARANTINED, SKIPPED, STATES, TAMPERED, Store
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -147,8 +147,8 @@ def _drain(args: argparse.Namespace, out: TextIO) -> int:
     except (ImportError, AttributeError) as error:
         print(f"jumpqueue: cannot load the application {args.app}: {error}", file=err)
         return EXIT_USAGE
-    from ._config import Config  # noqa: PLC0415 -- after the app, which may configure logging
-    from ._runtime import Runtime  # noqa: PLC0415
+    from .._config import Config  # noqa: PLC0415 -- after the app, which may configure logging
+    from .._runtime import Runtime  # noqa: PLC0415
 
     runtime = Runtime(Config.from_env(journal=args.journal))
     if not runtime.open_journal():

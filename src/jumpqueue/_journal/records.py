@@ -14,15 +14,15 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
-from ._codec import decode_arguments, encode_arguments, known_task, registered_name
-from ._deferred import Deferred
-from ._journal_store import TAMPERED, UNKNOWN, Record
+from .._codec import decode_arguments, encode_arguments, known_task, registered_name
+from .._deferred import Deferred
+from .store import TAMPERED, UNKNOWN, Record
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from ._journal_store import Store
-    from ._tasks import TaskOptions
+    from .._tasks import TaskOptions
+    from .store import Store
 
 #: Times a record may be taken from a dead owner beyond its retries (a call that
 #: kills its process must not crash-loop the service forever).

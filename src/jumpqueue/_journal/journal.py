@@ -25,17 +25,17 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._codec import known_task
-from ._deferred import Deferred, Status
-from ._journal_records import make_record
-from ._journal_store import CLAIMED, DONE, FAILED, HELD, PENDING, SKIPPED, Record
-from ._journal_upkeep import JournalUpkeep
-from ._journal_writer import PROBE_FIRST, Batch, Mark
-from ._ratelimit import RateLimitedLog
+from .._codec import known_task
+from .._deferred import Deferred, Status
+from .._ratelimit import RateLimitedLog
+from .records import make_record
+from .store import CLAIMED, DONE, FAILED, HELD, PENDING, SKIPPED, Record
+from .upkeep import JournalUpkeep
+from .writer import PROBE_FIRST, Batch, Mark
 
 if TYPE_CHECKING:
-    from ._config import Config
-    from ._journal_upkeep import JournalHost
+    from .._config import Config
+    from .upkeep import JournalHost
 
 logger = logging.getLogger("jumpqueue")
 

@@ -10,13 +10,13 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
-from ._journal_file import describe
-from ._journal_store import PENDING, Outcome, Record, Store
+from .file import describe
+from .store import PENDING, Outcome, Record, Store
 
 if TYPE_CHECKING:
-    from ._config import Config
-    from ._journal_owner import Owner
-    from ._ratelimit import RateLimitedLog
+    from .._config import Config
+    from .._ratelimit import RateLimitedLog
+    from .owner import Owner
 
 logger = logging.getLogger("jumpqueue")
 
