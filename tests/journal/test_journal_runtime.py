@@ -340,18 +340,18 @@ def test_journal_is_never_opened_before_first_use(tmp_path: Path) -> None:
 def test_journal_commit_that_gives_up_is_never_written_later(
     make_journaled: JournaledFactory, journal_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jumpqueue._journal import journal as _journal
+    from jumpqueue._journal import writer
 
-    monkeypatch.setattr(_journal, "COMMIT_WAIT", 0.05)
+    monkeypatch.setattr(writer, "COMMIT_WAIT", 0.05)
     runtime = make_journaled(max_workers=1)
     assert runtime.open_journal()
     journal = runtime._journal
     assert journal is not None
-    assert journal._turn.acquire(timeout=5)  # a writer round slower than COMMIT_WAIT
+    assert journal._writer.turn.acquire(timeout=5)  # a writer round slower than COMMIT_WAIT
     try:
         handle = runtime.defer(remember, "late")
     finally:
-        journal._turn.release()
+        journal._writer.turn.release()
     assert handle.result(timeout=5) == "late"  # it ran without the journal
     assert runtime.stats().journal_fallbacks == 1
     assert journal.flush()
