@@ -20,7 +20,10 @@ from .owner import Owner, is_alive
 from .store import FAILED, QUARANTINED, SKIPPED, TAMPERED, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+
+    from .._config import Config
+    from .._runtime import Runtime
 
 COMMANDS = ("status", "drain", "retry", "purge")
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_JOURNAL, EXIT_BUSY = 1, 2, 3, 4
@@ -61,13 +64,25 @@ def _add_journal(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run one journal subcommand; returns the exit status."""
+def run(
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    *,
+    make_runtime: Callable[[Config], Runtime],
+) -> int:
+    """Run one journal subcommand; returns the exit status.
+
+    Args:
+        args: the parsed command line.
+        out: where the report goes (standard output by default).
+        make_runtime: makes the runtime that `drain` runs the records in (the
+            journal sits below the runtime, which the command line passes down).
+    """
     out = sys.stdout if out is None else out
     err = sys.stderr
     try:
         if args.command == "drain":
-            return _drain(args, out)
+            return _drain(args, out, make_runtime)
         store = Store.open(args.journal, create=False)
     except JournalError as error:
         print(f"jumpqueue: {error}", file=err)
@@ -120,7 +135,7 @@ def _status(store: Store, out: TextIO) -> int:
     return 0
 
 
-def _drain(args: argparse.Namespace, out: TextIO) -> int:
+def _drain(args: argparse.Namespace, out: TextIO, make_runtime: Callable[[Config], Runtime]) -> int:
     err = sys.stderr
     Store.open(args.journal, create=False).close()  # a clear error before importing the app
     module, _, attribute = args.app.partition(":")
@@ -133,9 +148,8 @@ def _drain(args: argparse.Namespace, out: TextIO) -> int:
         print(f"jumpqueue: cannot load the application {args.app}: {error}", file=err)
         return EXIT_USAGE
     from .._config import Config  # noqa: PLC0415 -- after the app, which may configure logging
-    from .._runtime import Runtime  # noqa: PLC0415
 
-    runtime = Runtime(Config.from_env(journal=args.journal))
+    runtime = make_runtime(Config.from_env(journal=args.journal))
     if not runtime.open_journal():
         runtime.shutdown(timeout=0)
         print(f"jumpqueue: cannot write to {args.journal}", file=err)
