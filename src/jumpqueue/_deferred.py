@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import contextvars
 
     from ._choices import ExecutorName
-    from ._journal_store import Record
+    from ._journal import Record
     from ._tasks import TaskOptions
 
 R = TypeVar("R")

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import _journal_cli
+from ._journal import cli as _journal_cli
+from ._runtime import Runtime
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _journal_cli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command in _journal_cli.COMMANDS:
-        return _journal_cli.run(args)
+        return _journal_cli.run(args, make_runtime=Runtime)
     if args.command == "demo":
         from .demo import run  # noqa: PLC0415 -- only the demo needs it
 

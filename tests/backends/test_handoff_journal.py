@@ -16,9 +16,9 @@ from rq.job import Job
 
 import jumpqueue
 from jumpqueue import Config, Deferred, Status, TaskNotRunError
-from jumpqueue import _journal as journal_module
-from jumpqueue._journal_records import make_record
-from jumpqueue._journal_store import PENDING, Store
+from jumpqueue._journal import journal as journal_module
+from jumpqueue._journal.records import make_record
+from jumpqueue._journal.store import PENDING, Store
 from jumpqueue.backends import _handoff
 from jumpqueue.backends._handoff import HandOffExecutor
 from jumpqueue.cli import main
@@ -230,9 +230,7 @@ def test_handoff_journal_cli_shows_calls_backing_off_and_retry_makes_them_due(
     store = Store.open(str(path))
 
     def runnable(*, waiting: bool) -> int:
-        where, parameters = store.runnable(None, waiting=waiting)
-        sql = f"SELECT count(*) FROM calls WHERE {where}"  # noqa: S608 -- built by the store
-        return int(store.connection.execute(sql, parameters).fetchone()[0])
+        return store.count_runnable(waiting=waiting)
 
     try:
         with store.transaction():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jumpqueue._journal_store import PENDING, Store
+from jumpqueue._journal.store import PENDING, Store
 from jumpqueue.cli import main
 
 from .conftest import JournaledFactory

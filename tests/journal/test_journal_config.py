@@ -79,7 +79,7 @@ def test_journal_warns_once_about_an_sqlite_with_the_wal_reset_bug(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from jumpqueue import _journal_file
+    from jumpqueue._journal import file as _journal_file
 
     monkeypatch.setattr(_journal_file, "_warned_about_sqlite", False)
     monkeypatch.setattr(_journal_file, "WAL_RESET_FIXED", (99, 0, 0))

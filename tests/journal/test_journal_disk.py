@@ -13,7 +13,7 @@ import pytest
 
 from jumpqueue import Deferred, Runtime
 from jumpqueue._journal import Journal
-from jumpqueue._journal_file import SCHEMA_VERSION
+from jumpqueue._journal.file import SCHEMA_VERSION
 from jumpqueue.cli import main
 from jumpqueue.integration import RequestScope
 
@@ -120,7 +120,7 @@ def test_journal_real_full_disk_fails_no_call_and_journaling_resumes_by_itself(
 def test_journal_full_by_max_page_count_falls_back_and_resumes(
     make_journaled: JournaledFactory, journal_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jumpqueue import _journal_file
+    from jumpqueue._journal import file as _journal_file
 
     limit = [16]
     real_connect = _journal_file._connect

@@ -15,9 +15,9 @@ import pytest
 import jumpqueue
 from jumpqueue import Config, InvalidCallError, Runtime, Status
 from jumpqueue._journal import Journal
-from jumpqueue._journal_owner import Owner, current_owner, this_node
-from jumpqueue._journal_records import make_record
-from jumpqueue._journal_store import CLAIMED, PENDING, Record, Store
+from jumpqueue._journal.owner import Owner, current_owner, this_node
+from jumpqueue._journal.records import make_record
+from jumpqueue._journal.store import CLAIMED, PENDING, Record, Store
 from jumpqueue.integration import RequestScope
 
 from .conftest import JournaledFactory
@@ -309,7 +309,7 @@ def test_journal_survives_fork_each_process_with_its_own_connection(
     if pid == 0:  # pragma: no cover -- the child reports through its exit status
         code = 1
         try:
-            from jumpqueue import _journal_file
+            from jumpqueue._journal import file as _journal_file
 
             inherited = len(_journal_file._inherited) >= 1 and not _journal_file._connections
             ok = runtime.defer(remember, "child").result(5) == "child"
@@ -340,18 +340,18 @@ def test_journal_is_never_opened_before_first_use(tmp_path: Path) -> None:
 def test_journal_commit_that_gives_up_is_never_written_later(
     make_journaled: JournaledFactory, journal_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jumpqueue import _journal
+    from jumpqueue._journal import writer
 
-    monkeypatch.setattr(_journal, "COMMIT_WAIT", 0.05)
+    monkeypatch.setattr(writer, "COMMIT_WAIT", 0.05)
     runtime = make_journaled(max_workers=1)
     assert runtime.open_journal()
     journal = runtime._journaling.journal
     assert journal is not None
-    assert journal._turn.acquire(timeout=5)  # a writer round slower than COMMIT_WAIT
+    assert journal._writer.turn.acquire(timeout=5)  # a writer round slower than COMMIT_WAIT
     try:
         handle = runtime.defer(remember, "late")
     finally:
-        journal._turn.release()
+        journal._writer.turn.release()
     assert handle.result(timeout=5) == "late"  # it ran without the journal
     assert runtime.stats().journal_fallbacks == 1
     assert journal.flush()

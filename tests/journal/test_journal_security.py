@@ -5,8 +5,8 @@ import os
 import pickle
 from pathlib import Path
 
-from jumpqueue._journal_records import make_record
-from jumpqueue._journal_store import PENDING, Record, Store
+from jumpqueue._journal.records import make_record
+from jumpqueue._journal.store import PENDING, Record, Store
 from jumpqueue.cli import main
 
 from .conftest import JournaledFactory

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 
-from ._exceptions import JournalError
+from .._exceptions import JournalError
 
 logger = logging.getLogger("jumpqueue")
 

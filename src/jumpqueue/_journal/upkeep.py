@@ -8,26 +8,23 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._codec import known_task
-from ._deferred import Deferred
-from ._exceptions import InvalidCallError, JournalError
-from ._journal_file import announce
-from ._journal_owner import Owner, current_owner
-from ._journal_records import Quarantine, decode
-from ._journal_store import FAILED, PENDING, Store
-from ._journal_writer import PROBE_MAX, JournalWriter, Mark
+from .._codec import known_task
+from .._deferred import Deferred
+from .._exceptions import InvalidCallError, JournalError
+from .file import announce
+from .owner import Owner, current_owner
+from .records import Quarantine, decode
+from .store import FAILED, PENDING, Store
+from .writer import COMMIT_WAIT, Mark
 
 if TYPE_CHECKING:
-    from ._config import Config
-    from ._ratelimit import RateLimitedLog
+    from .._config import Config
+    from .writer import Writer
 
 logger = logging.getLogger("jumpqueue")
 
 #: How often spilled records are looked for while some may wait and there is room.
 FEED_INTERVAL = 0.05
-#: Longest a mark waits for a transaction to share (a group commit, or other marks):
-#: a mark lost to a crash in that window only makes a call run again.
-MARK_DELAY = 0.02
 #: Longest pause between two looks for records of dead owners.
 RECLAIM_INTERVAL = 2.0
 
@@ -44,71 +41,106 @@ class JournalHost(Protocol):
         """Calls the backlog can take now."""
 
 
-class JournalUpkeep(JournalWriter):
-    """The part of `Journal` that its own thread runs, between the callers' commits."""
+class Upkeep:
+    """The journal's own thread, which works between the callers' commits, with the turn.
 
-    _host: JournalHost
-    _turn: threading.Lock
-    _thread: threading.Thread | None
-    _opened: threading.Event
-    _closing: bool
-    _feed: bool
-    _next_renew: float
-    _next_prune: float
-    _recovered_log: RateLimitedLog
-    _announced: bool
+    It opens the file, writes marks that waited long enough, renews this
+    process's leases, takes up records of dead owners and spilled ones,
+    prunes old done records, and probes a file that failed a write.
+    """
 
-    def _start(self) -> None:
+    def __init__(self, config: Config, host: JournalHost, writer: Writer) -> None:
+        self._config = config
+        self._host = host
+        self._writer = writer
+        self._lease = config.journal_lease
+        self._thread: threading.Thread | None = None
+        self._opened = threading.Event()
+        self.closing = False
+        self._feed = False
+        self._next_renew = self._next_prune = time.monotonic()
+        self._announced = False
+
+    def start(self) -> None:
+        """Start the thread, unless it runs already or the journal closes."""
         if self._thread is not None:
             return
-        with self._lock:
-            if self._thread is None and not self._closing:
+        with self._writer.lock:
+            if self._thread is None and not self.closing:
                 self._thread = threading.Thread(
                     target=self._run, name="jumpqueue-journal", daemon=True
                 )
                 self._thread.start()
 
+    def ready(self, timeout: float = COMMIT_WAIT) -> bool:
+        """Started, and the first opening done; True if the journal takes writes."""
+        if not self._opened.is_set():
+            self.start()
+            self._opened.wait(timeout)
+        writer = self._writer
+        return writer.store is not None and not writer.degraded
+
+    def feed(self) -> None:
+        """Records may wait for room, or for a task now known: look for them often."""
+        self._feed = True
+
+    def close(self, timeout: float) -> None:
+        """Have the thread write what is still to be written and stop; wait for it."""
+        writer = self._writer
+        with writer.lock:
+            self.closing = True
+            writer.wake.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # -- on the thread ------------------------------------------------------------------------
+
     def _run(self) -> None:
-        self._owner = current_owner()
-        with self._turn:
+        writer = self._writer
+        owner = writer.owner = current_owner()
+        with writer.turn:
             self._connect()
-            if self._store is not None:
-                self._periodic(self._store, self._owner)  # what dead processes left runs now
+            if writer.store is not None:
+                self._periodic(writer.store, owner)  # what dead processes left runs now
         self._opened.set()
         while True:
-            with self._lock:
-                while not self._closing:
+            with writer.lock:
+                while not self.closing:
                     delay = self._next_due() - time.monotonic()
                     if delay <= 0:
                         break
-                    self._wake.wait(delay)
-                closing = self._closing
-            with self._turn:
+                    writer.wake.wait(delay)
+                closing = self.closing
+            with writer.turn:
                 try:
                     self._chores(closing=closing)
                 except Exception:  # the thread must outlive any bug in one round
                     logger.exception("jumpqueue: the journal's thread failed a round; it goes on")
                 if closing:
-                    self._finish()
+                    writer.close()
                     return
 
     def _chores(self, *, closing: bool) -> None:
         # With the turn: marks that waited, then periodic work or a probe.
-        written = self._write(marks=True)
-        store, owner = self._store, self._owner
-        if self._degraded or store is None or owner is None:
-            if not closing and time.monotonic() >= self._next_probe:
+        writer = self._writer
+        written = writer.write(marks=True)
+        store, owner = writer.store, writer.owner
+        if writer.degraded or store is None or owner is None:
+            if not closing and time.monotonic() >= writer.next_probe:
                 self._probe()
         elif written and not closing:
             self._periodic(store, owner)
 
     def _next_due(self) -> float:
-        # Called with the lock held: when the writer has something to do unasked.
-        if self._degraded or self._store is None:
-            return self._next_probe
-        due = min(self._next_renew, self._next_reclaim, self._next_prune)
-        if self._marks:
-            due = min(due, self._marks_since + MARK_DELAY)
+        # Called with the lock held: when the thread has something to do unasked.
+        writer = self._writer
+        if writer.degraded or writer.store is None:
+            return writer.next_probe
+        due = min(self._next_renew, writer.records_due, self._next_prune)
+        marks_due = writer.marks_due()
+        if marks_due is not None:
+            due = min(due, marks_due)
         return min(due, time.monotonic() + FEED_INTERVAL) if self._feed else due
 
     def _periodic(self, store: Store, owner: Owner) -> None:
@@ -118,7 +150,7 @@ class JournalUpkeep(JournalWriter):
                 self._next_renew = now + self._lease / 3
                 with store.transaction():
                     store.renew(owner, time.time() + self._lease)
-            if now >= self._next_reclaim or self._feed:
+            if now >= self._writer.records_due or self._feed:
                 self._reclaim(store, owner)
             if now >= self._next_prune:
                 retention = self._config.journal_retention
@@ -126,21 +158,21 @@ class JournalUpkeep(JournalWriter):
                 with store.transaction():
                     store.prune(time.time() - retention)
         except sqlite3.Error as error:
-            self._degrade(error)
+            self._writer.degrade(error)
 
     def _reclaim(self, store: Store, owner: Owner) -> None:
-        now = time.monotonic()
+        writer, now = self._writer, time.monotonic()
         room = self._host.journal_room()
         if room <= 0:
-            self._next_reclaim = now + (FEED_INTERVAL if self._feed else RECLAIM_INTERVAL)
+            writer.records_due = now + (FEED_INTERVAL if self._feed else RECLAIM_INTERVAL)
             return
         with store.transaction():
             revived = store.revive(lambda name: known_task(name) is not None)
             rows = store.reclaim(owner, room, time.time() + self._lease)
             waiting = store.next_due()
         self._feed = len(rows) >= room or revived > 0
-        self._next_reclaim = now + min(self._lease / 3, RECLAIM_INTERVAL)
-        self._reclaim_by(waiting)
+        writer.records_due = now + min(self._lease / 3, RECLAIM_INTERVAL)
+        writer.reclaim_by(waiting)
         quarantined: list[tuple[str, str, str]] = []
         for row in rows:
             self._take_up(store, row, quarantined)
@@ -163,33 +195,33 @@ class JournalUpkeep(JournalWriter):
         try:
             accepted = self._host.adopt(deferred)
         except InvalidCallError as error:
-            self._mark(call_id, Mark(final=FAILED, error=str(error)))
+            self._writer.mark(call_id, Mark(final=FAILED, error=str(error)))
             return
         if not accepted:
-            self._mark(call_id, Mark(final=PENDING))
+            self._writer.mark(call_id, Mark(final=PENDING))
         elif row["owner"] is not None:
             logger.info(
                 "jumpqueue: %s [%s] recovered from %s", deferred.name, call_id, row["owner"]
             )
 
     def _connect(self) -> Store | None:
+        writer = self._writer
         try:
-            store = Store.open(self.path, synchronous=self._config.journal_synchronous)
+            store = Store.open(writer.path, synchronous=self._config.journal_synchronous)
         except (sqlite3.Error, OSError, JournalError) as error:
-            self._degrade(error)
+            writer.degrade(error)
             return None
-        self._store = store
-        self._next_reclaim = time.monotonic()
+        writer.store = store
+        writer.records_due = time.monotonic()
         if not self._announced:
             self._announced = True
-            announce(self.path, self._config.journal_synchronous)
+            announce(writer.path, self._config.journal_synchronous)
         return store
 
     def _probe(self) -> None:
         # A fresh connection each time: the file may have been replaced, remounted, fixed.
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        writer = self._writer
+        writer.disconnect()
         store = self._connect()
         try:
             if store is None:
@@ -197,28 +229,7 @@ class JournalUpkeep(JournalWriter):
             with store.transaction():
                 store.probe()
         except (sqlite3.Error, OSError, JournalError):
-            self._probe_delay = min(self._probe_delay * 2, PROBE_MAX)
-            self._next_probe = time.monotonic() + self._probe_delay
+            writer.probe_failed()
             return
         store.checkpoint()
-        with self._changed:
-            self._degraded = False
-            self._changed.notify_all()
-        self._recovered_log.warning(
-            "jumpqueue: the journal %s takes writes again, after %.1f s; calls are journaled again",
-            self.path,
-            time.monotonic() - self._degraded_since,
-        )
-
-    def _finish(self) -> None:
-        with self._lock:
-            lost = len(self._marks)
-        if lost:
-            logger.warning(
-                "jumpqueue: %d journal update(s) could not be written before shutdown; "
-                "those calls may run again from the journal",
-                lost,
-            )
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        writer.recovered()

@@ -14,16 +14,16 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
-from ._codec import decode_arguments, encode_arguments, known_task, registered_name
-from ._deferred import Deferred
-from ._journal_store import TAMPERED, UNKNOWN, Record
+from .._codec import decode_arguments, encode_arguments, known_task, registered_name
+from .._deferred import Deferred
+from .store import TAMPERED, UNKNOWN, Record
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from ._choices import ExecutorName
-    from ._journal_store import Store
-    from ._tasks import TaskOptions
+    from .._choices import ExecutorName
+    from .._tasks import TaskOptions
+    from .store import Store
 
 #: Times a record may be taken from a dead owner beyond its retries (a call that
 #: kills its process must not crash-loop the service forever).
@@ -88,9 +88,8 @@ def decode(store: Store, row: sqlite3.Row, serializer_default: str) -> Deferred[
             TAMPERED, f"it cannot be decoded ({type(error).__name__}: {error})"
         ) from None
     deferred: Deferred[Any] = Deferred(
-        name, task.fn, args, kwargs, options, executor, contextvars.Context()
+        name, task.fn, args, kwargs, options, executor, contextvars.Context(), call_id=call_id
     )
-    deferred.id = call_id
     deferred.attempts = row["attempts"]
     record = Record(call_id, name, serializer, b"", "", row["max_recoveries"])
     record.written = True

@@ -1,6 +1,6 @@
-"""The journal's records, and every statement run on them.
+"""The journal's records, and every statement run on them (no SQL outside this module).
 
-One `Store` wraps one connection (opened by `_journal_file`), used by one
+One `Store` wraps one connection (opened by `file`), used by one
 thread. Every write runs in a short `BEGIN IMMEDIATE` transaction with
 parameters.
 """
@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ._journal_file import close, open_file
-from ._journal_owner import Owner, is_alive
+from .file import close, open_file
+from .owner import Owner, is_alive
 
 logger = logging.getLogger("jumpqueue")
 
@@ -210,7 +210,7 @@ class Store:
         `max_recoveries` times is failed instead.
         """
         connection, now, me = self.connection, time.time(), str(owner)
-        where, parameters = self.runnable(owner, alive)
+        where, parameters = self._runnable(owner, alive)
         rows = connection.execute(
             f"SELECT {_COLUMNS} FROM calls WHERE {where} ORDER BY created LIMIT ?",  # noqa: S608
             (*parameters, room),
@@ -233,19 +233,17 @@ class Store:
             taken.append(row)
         return taken
 
-    def runnable(
+    def _runnable(
         self,
         owner: Owner | None,
         alive: Callable[[Owner], bool | None] = is_alive,
         *,
         waiting: bool = False,
     ) -> tuple[str, list[object]]:
-        """The condition (and its parameters) of records that may be taken up now.
-
-        Pending ones past their `not_before` (with `waiting`, those before it
-        too), and claimed or held ones whose owner is dead (on this node) or
-        whose lease has expired (on another); never `owner`'s own.
-        """
+        # The condition (and its parameters) of records that may be taken up now:
+        # pending ones past their `not_before` (with `waiting`, those before it too),
+        # and claimed or held ones whose owner is dead (on this node) or whose lease
+        # has expired (on another); never `owner`'s own.
         me = "" if owner is None else str(owner)
         conditions, parameters = ["state = 'pending'"], list[object]()
         if not waiting:
@@ -317,16 +315,95 @@ class Store:
         """True if a record is as its writer signed it."""
         return hmac.compare_digest(_sign(self.key, _signed_fields(row)), bytes(row["checksum"]))
 
+    # -- what an operator reads and does (the command line) ------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """How many records are in each state (every state, those with none too)."""
+        counts = dict.fromkeys(STATES, 0)
+        counts.update(self.connection.execute("SELECT state, count(*) FROM calls GROUP BY state"))
+        return counts
+
+    def oldest_waiting(self) -> float | None:
+        """When the oldest record not yet finished was written, if there is one."""
+        oldest = self.connection.execute(
+            "SELECT min(created) FROM calls WHERE state IN ('pending', 'claimed', 'held')"
+        ).fetchone()[0]
+        return None if oldest is None else float(oldest)
+
+    def backing_off(self) -> tuple[int, float | None]:
+        """Pending records waiting for their `not_before`: how many, and when the first is due."""
+        count, due = self.connection.execute(
+            "SELECT count(*), min(not_before) FROM calls "
+            "WHERE state = 'pending' AND not_before > ?",
+            (time.time(),),
+        ).fetchone()
+        return int(count), None if due is None else float(due)
+
+    def holders(self) -> list[tuple[str | None, int]]:
+        """The owners of claimed and held records, with how many each holds."""
+        return [
+            (owner, int(count))
+            for owner, count in self.connection.execute(
+                "SELECT owner, count(*) FROM calls WHERE state IN ('claimed', 'held') "
+                "GROUP BY owner"
+            )
+        ]
+
+    def latest(self, state: str, limit: int) -> list[sqlite3.Row]:
+        """The records of one state changed last, newest first (without their payloads)."""
+        return self.connection.execute(
+            "SELECT id, name, attempts, updated, error FROM calls WHERE state = ? "
+            "ORDER BY updated DESC LIMIT ?",
+            (state, limit),
+        ).fetchall()
+
+    def count_runnable(self, *, waiting: bool = False) -> int:
+        """How many records a process could take up now (with `waiting`, or once due)."""
+        where, parameters = self._runnable(None, waiting=waiting)
+        return int(
+            self.connection.execute(
+                f"SELECT count(*) FROM calls WHERE {where}",  # noqa: S608 -- built just above
+                parameters,
+            ).fetchone()[0]
+        )
+
+    def count_held(self) -> int:
+        """How many records processes hold (claimed or held)."""
+        return int(
+            self.connection.execute(
+                "SELECT count(*) FROM calls WHERE state IN ('claimed', 'held')"
+            ).fetchone()[0]
+        )
+
+    def record(self, call_id: str) -> sqlite3.Row | None:
+        """The record with this id, if there is one."""
+        found = self._select("id = ?", (call_id,))
+        return found[0] if found else None
+
+    def in_state(self, state: str) -> list[sqlite3.Row]:
+        """The records in one state, oldest first."""
+        return self._select("state = ?", (state,))
+
+    def reset(self, call_id: str) -> None:
+        """Make a record pending again as if new: no owner, attempts, error or back-off."""
+        self.connection.execute(
+            "UPDATE calls SET state = 'pending', owner = NULL, lease_until = NULL, "
+            "attempts = 0, recoveries = 0, error = NULL, reason = NULL, not_before = NULL, "
+            "handoff_fallbacks = 0, updated = ? "
+            "WHERE id = ?",
+            (time.time(), call_id),
+        )
+
     def reseal(self, call_id: str) -> None:
         """Sign a record again as it is now (an operator vouches for it)."""
-        for row in self.select("id = ?", (call_id,)):
+        for row in self._select("id = ?", (call_id,)):
             self.connection.execute(
                 "UPDATE calls SET checksum = ? WHERE id = ?",
                 (_sign(self.key, _signed_fields(row)), call_id),
             )
 
-    def select(self, where: str = "1", parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Records matching a fixed condition (written by this package, never by users)."""
+    def _select(self, where: str, parameters: Sequence[Any]) -> list[sqlite3.Row]:
+        # Whole records matching one of this module's fixed conditions.
         return self.connection.execute(
             f"SELECT {_COLUMNS} FROM calls WHERE {where} ORDER BY created",  # noqa: S608
             parameters,

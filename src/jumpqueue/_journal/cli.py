@@ -15,12 +15,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from ._exceptions import JournalError
-from ._journal_owner import Owner, is_alive
-from ._journal_store import FAILED, QUARANTINED, SKIPPED, STATES, TAMPERED, Store
+from .._exceptions import JournalError
+from .owner import Owner, is_alive
+from .store import FAILED, QUARANTINED, SKIPPED, TAMPERED, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+
+    from .._config import Config
+    from .._runtime import Runtime
 
 COMMANDS = ("status", "drain", "retry", "purge")
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_JOURNAL, EXIT_BUSY = 1, 2, 3, 4
@@ -61,13 +64,25 @@ def _add_journal(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run one journal subcommand; returns the exit status."""
+def run(
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    *,
+    make_runtime: Callable[[Config], Runtime],
+) -> int:
+    """Run one journal subcommand; returns the exit status.
+
+    Args:
+        args: the parsed command line.
+        out: where the report goes (standard output by default).
+        make_runtime: makes the runtime that `drain` runs the records in (the
+            journal sits below the runtime, which the command line passes down).
+    """
     out = sys.stdout if out is None else out
     err = sys.stderr
     try:
         if args.command == "drain":
-            return _drain(args, out)
+            return _drain(args, out, make_runtime)
         store = Store.open(args.journal, create=False)
     except JournalError as error:
         print(f"jumpqueue: {error}", file=err)
@@ -86,9 +101,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _status(store: Store, out: TextIO) -> int:
-    connection = store.connection
-    counts = dict.fromkeys(STATES, 0)
-    counts.update(connection.execute("SELECT state, count(*) FROM calls GROUP BY state"))
     size = sum(
         os.path.getsize(store.path + suffix)
         for suffix in ("", "-wal")
@@ -97,34 +109,22 @@ def _status(store: Store, out: TextIO) -> int:
     print(
         f"journal {store.path} ({size / 1024:.1f} KiB, SQLite {sqlite3.sqlite_version})", file=out
     )
-    for state, count in counts.items():
+    for state, count in store.counts().items():
         print(f"  {state:<12} {count:>7}", file=out)
-    oldest = connection.execute(
-        "SELECT min(created) FROM calls WHERE state IN ('pending', 'claimed', 'held')"
-    ).fetchone()[0]
+    oldest = store.oldest_waiting()
     if oldest is not None:
         print(f"oldest waiting: {_ago(oldest)} ago", file=out)
-    backing_off, due = connection.execute(
-        "SELECT count(*), min(not_before) FROM calls WHERE state = 'pending' AND not_before > ?",
-        (time.time(),),
-    ).fetchone()
-    if backing_off:
+    backing_off, due = store.backing_off()
+    if backing_off and due is not None:
         print(
             f"pending after a failed hand-off: {backing_off}, "
             f"the first due in {due - time.time():.0f}s",
             file=out,
         )
-    owners = connection.execute(
-        "SELECT owner, count(*) FROM calls WHERE state IN ('claimed', 'held') GROUP BY owner"
-    ).fetchall()
-    for owner, count in owners:
+    for owner, count in store.holders():
         print(f"held by {_who(owner)}: {count}", file=out)
     for state in (FAILED, QUARANTINED):
-        rows = connection.execute(
-            "SELECT id, name, attempts, updated, error FROM calls WHERE state = ? "
-            "ORDER BY updated DESC LIMIT ?",
-            (state, _SHOWN),
-        ).fetchall()
+        rows = store.latest(state, _SHOWN)
         if rows:
             print(f"{state} (newest first, at most {_SHOWN}):", file=out)
         for call_id, name, attempts, updated, error in rows:
@@ -135,7 +135,7 @@ def _status(store: Store, out: TextIO) -> int:
     return 0
 
 
-def _drain(args: argparse.Namespace, out: TextIO) -> int:
+def _drain(args: argparse.Namespace, out: TextIO, make_runtime: Callable[[Config], Runtime]) -> int:
     err = sys.stderr
     Store.open(args.journal, create=False).close()  # a clear error before importing the app
     module, _, attribute = args.app.partition(":")
@@ -147,10 +147,9 @@ def _drain(args: argparse.Namespace, out: TextIO) -> int:
     except (ImportError, AttributeError) as error:
         print(f"jumpqueue: cannot load the application {args.app}: {error}", file=err)
         return EXIT_USAGE
-    from ._config import Config  # noqa: PLC0415 -- after the app, which may configure logging
-    from ._runtime import Runtime  # noqa: PLC0415
+    from .._config import Config  # noqa: PLC0415 -- after the app, which may configure logging
 
-    runtime = Runtime(Config.from_env(journal=args.journal))
+    runtime = make_runtime(Config.from_env(journal=args.journal))
     if not runtime.open_journal():
         runtime.shutdown(timeout=0)
         print(f"jumpqueue: cannot write to {args.journal}", file=err)
@@ -165,9 +164,7 @@ def _drain(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         runtime.shutdown()
         left = _runnable(watcher)
-        held = watcher.connection.execute(
-            "SELECT count(*) FROM calls WHERE state IN ('claimed', 'held')"
-        ).fetchone()[0]
+        held = watcher.count_held()
         watcher.close()
     stats = runtime.stats()
     failed = stats.failed + stats.timed_out
@@ -181,24 +178,18 @@ def _drain(args: argparse.Namespace, out: TextIO) -> int:
 
 def _runnable(store: Store) -> int:
     # Those waiting out a back-off count too: a drain runs them once they are due.
-    where, parameters = store.runnable(None, waiting=True)
-    return int(
-        store.connection.execute(
-            f"SELECT count(*) FROM calls WHERE {where}",  # noqa: S608 -- built by the store
-            parameters,
-        ).fetchone()[0]
-    )
+    return store.count_runnable(waiting=True)
 
 
 def _retry(store: Store, ids: Sequence[str], *, failed: bool, out: TextIO) -> int:
     err = sys.stderr
-    rows = store.select("state = ?", (FAILED,)) if failed else []
+    rows = store.in_state(FAILED) if failed else []
     for call_id in ids:
-        found = store.select("id = ?", (call_id,))
-        if not found:
+        found = store.record(call_id)
+        if found is None:
             print(f"jumpqueue: no record {call_id}", file=err)
             return EXIT_FAILED
-        rows += found
+        rows.append(found)
     for row in rows:
         owner = Owner.parse(row["owner"] or "")
         if (
@@ -211,18 +202,12 @@ def _retry(store: Store, ids: Sequence[str], *, failed: bool, out: TextIO) -> in
                 file=err,
             )
             return EXIT_BUSY
-    with store.transaction() as connection:
+    with store.transaction():
         for row in rows:
             if row["state"] == QUARANTINED and row["reason"] == TAMPERED:
                 print(f"warning: {row['id']} failed its checksum; signed again as it is", file=out)
                 store.reseal(row["id"])
-            connection.execute(
-                "UPDATE calls SET state = 'pending', owner = NULL, lease_until = NULL, "
-                "attempts = 0, recoveries = 0, error = NULL, reason = NULL, not_before = NULL, "
-                "handoff_fallbacks = 0, updated = ? "
-                "WHERE id = ?",
-                (time.time(), row["id"]),
-            )
+            store.reset(row["id"])
     print(f"{len(rows)} record(s) pending again", file=out)
     return 0 if rows else EXIT_FAILED
 
