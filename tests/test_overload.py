@@ -191,3 +191,64 @@ def test_overload_backlog_stays_bounded_and_recovers(make_runtime: RuntimeFactor
     assert stats.in_flight == 0
     assert stats.submitted == stats.finished == 201
     assert stats.shed == {"drop": 190}
+
+
+def test_overload_calls_waiting_too_long_to_start_shed_new_ones_until_they_start(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(
+        max_workers=1, max_pending=100, max_queue_wait=0.01, on_overload="reject"
+    )
+    gate = threading.Event()
+    running = runtime.defer(gate.wait, 10)
+    waiting = runtime.defer(int, "1")  # behind it, waiting for the one worker
+    threading.Event().wait(0.05)  # let it wait longer than max_queue_wait
+    with pytest.raises(OverloadedError, match=r"calls wait too long to start .*max_queue_wait"):
+        runtime.defer(int, "2")
+    assert runtime.stats().shed == {"reject": 1}
+    gate.set()
+    assert running.wait(5)
+    assert waiting.result(timeout=5) == 1
+    assert runtime.defer(int, "3").result(timeout=5) == 3  # recovered by itself
+
+
+def test_overload_a_retry_backoff_is_no_wait_to_start(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1, max_queue_wait=0.01, on_overload="reject")
+    failed_once = threading.Event()
+
+    @task(retries=1, retry_backoff=3600)
+    def flaky() -> None:
+        if not failed_once.is_set():
+            failed_once.set()
+            raise ConnectionError("later")
+
+    retrying = runtime.defer(flaky)
+    assert failed_once.wait(5)
+    threading.Event().wait(0.05)  # longer than max_queue_wait, in its backoff
+    assert runtime.defer(int, "4").result(timeout=5) == 4
+    assert retrying.status is Status.PENDING
+
+
+def test_overload_defaults_carry_a_burst_of_cheap_coroutines(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime()  # defaults; "wait" cannot block a loop, so a full backlog rejects
+    count = 2000
+
+    async def burst() -> None:
+        release, finished = asyncio.Event(), asyncio.Event()
+        done = 0
+
+        async def io_bound() -> None:
+            nonlocal done
+            await release.wait()
+            done += 1
+            if done == count:
+                finished.set()
+
+        for _ in range(count):
+            runtime.defer(io_bound)
+        release.set()
+        await asyncio.wait_for(finished.wait(), 10)
+
+    asyncio.run(burst())
+    stats = runtime.stats()
+    assert (stats.succeeded, stats.shed) == (count, {})

@@ -45,9 +45,15 @@ class Config:
 
     Args:
         max_workers: threads running plain functions at once.
-        max_async: coroutines running at once.
+        max_async: coroutines running at once (I/O-bound coroutines are cheap:
+            the bound is high).
         max_pending: calls admitted and not yet finished (held, pending or
-            running); past it the overload policy decides.
+            running); past it the overload policy decides. It bounds memory:
+            a call costs about half a KiB plus its arguments.
+        max_queue_wait: seconds the longest-waiting call may have waited for
+            a worker before new calls get the overload policy (as if the
+            backlog were full), or None for no such bound: it bounds how
+            late work starts when calls come faster than they run.
         on_overload: default policy when the backlog is full: "wait",
             "reject", "drop", "inline", or "spill" (to the journal; needs `journal`).
         overload_wait: seconds the "wait" policy blocks before it rejects.
@@ -95,8 +101,9 @@ class Config:
     """
 
     max_workers: int = 8
-    max_async: int = 100
-    max_pending: int = 1000
+    max_async: int = 1000
+    max_pending: int = 10_000
+    max_queue_wait: float | None = 30.0
     on_overload: OverloadPolicy = "wait"
     overload_wait: float = 1.0
     task_timeout: float | None = None
@@ -127,6 +134,8 @@ class Config:
         check_seconds("shutdown_timeout", self.shutdown_timeout, allow_zero=True)
         if self.task_timeout is not None:
             check_seconds("task_timeout", self.task_timeout, allow_zero=False)
+        if self.max_queue_wait is not None:
+            check_seconds("max_queue_wait", self.max_queue_wait, allow_zero=False)
         check_choice("on_overload", self.on_overload, OVERLOAD_POLICIES)
         _check_int("max_processes", self.max_processes, minimum=1)
         size: object = self.memory_limit
@@ -217,6 +226,7 @@ class ConfigOptions(TypedDict, total=False):
     max_workers: int
     max_async: int
     max_pending: int
+    max_queue_wait: float | None
     on_overload: OverloadPolicy
     overload_wait: float
     task_timeout: float | None

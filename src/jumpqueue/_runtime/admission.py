@@ -68,21 +68,31 @@ class Admission:
                 return Verdict.INLINE
             shed: ShedPolicy = "reject" if policy == "reject" else "drop"
             ledger.shed_locked(deferred, shed)
-        config = self._config
+            why = self._why_full_locked(refused=refused)
         self._shed_log.warning(
-            "jumpqueue: backlog full (max_pending=%d): %s call %s [%s]",
-            config.max_pending,
+            "jumpqueue: %s: %s call %s [%s]",
+            why,
             "rejected" if shed == "reject" else "dropped",
             deferred.name,
             deferred.id,
         )
         if shed == "reject":
             raise OverloadedError(
-                f"backlog full (max_pending={config.max_pending}); "
-                f"{deferred.name} [{deferred.id}] rejected",
-                retry_after=max(1.0, config.overload_wait),
+                f"{why}; {deferred.name} [{deferred.id}] rejected",
+                retry_after=max(1.0, self._config.overload_wait),
             )
         return Verdict.SHED
+
+    def _why_full_locked(self, *, refused: bool) -> str:
+        ledger = self._ledger
+        if refused:
+            return "the journal cannot be written (on_journal_error='overload')"
+        if len(ledger.in_flight) >= ledger.max_pending:
+            return f"backlog full (max_pending={ledger.max_pending})"
+        return (
+            f"calls wait too long to start (the longest waited "
+            f"{ledger.longest_wait_locked():.1f} s; max_queue_wait={ledger.max_queue_wait})"
+        )
 
     def _overloaded(self, deferred: Deferred[Any], *, refused: bool) -> OverloadPolicy:
         # Called with the lock held and the backlog full (or the journal refusing, which

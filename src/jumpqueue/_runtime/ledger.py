@@ -8,8 +8,10 @@ after the lock is released.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -67,8 +69,12 @@ class Counters:
 class Ledger:
     """The backlog of one runtime: calls admitted and not yet final, bounded by `max_pending`."""
 
-    def __init__(self, max_pending: int) -> None:
+    def __init__(self, max_pending: int, max_queue_wait: float | None) -> None:
         self.max_pending = max_pending
+        self.max_queue_wait = max_queue_wait
+        # Calls waiting for a worker, oldest first, as (since, attempts then, call); an
+        # entry whose call has started since is dropped when it reaches the front.
+        self._waiting: collections.deque[tuple[float, int, Deferred[Any]]] = collections.deque()
         self.lock = threading.Lock()
         #: Notified when a slot in the backlog frees up (only while someone waits for one).
         self.room = threading.Condition(self.lock)
@@ -84,8 +90,21 @@ class Ledger:
     # -- admission: called with the lock held --------------------------------------------------
 
     def has_room_locked(self) -> bool:
-        """True while the backlog can take another call."""
-        return len(self.in_flight) < self.max_pending
+        """True while the backlog can take another call: under both of its bounds."""
+        if len(self.in_flight) >= self.max_pending:
+            return False
+        limit = self.max_queue_wait
+        return limit is None or self.longest_wait_locked() <= limit
+
+    def longest_wait_locked(self) -> float:
+        """Seconds the call waiting longest for a worker has waited (0 if none waits)."""
+        waiting = self._waiting
+        while waiting:
+            since, attempts, deferred = waiting[0]
+            if deferred._status is Status.PENDING and deferred.attempts == attempts:
+                return time.monotonic() - since
+            waiting.popleft()
+        return 0.0
 
     def enter_locked(self, deferred: Deferred[Any], holder: Holder | None) -> None:
         """Accept a call: held for its request by `holder`, or pending."""
@@ -97,6 +116,7 @@ class Ledger:
             deferred._status = Status.HELD
         else:
             self.pending += 1
+            self._wait_locked(deferred)
 
     def shed_locked(self, deferred: Deferred[Any], policy: ShedPolicy) -> None:
         """Count a call the full backlog shed; it never entered it."""
@@ -129,6 +149,7 @@ class Ledger:
             self.counters.recovered += 1
             self.in_flight.add(deferred)
             self.pending += 1
+            self._wait_locked(deferred)
         return True
 
     def room_left(self) -> int:
@@ -154,6 +175,7 @@ class Ledger:
                 return None
             if run and not stopped:
                 self._move_locked(deferred, Status.PENDING)
+                self._wait_locked(deferred)
                 return Status.PENDING
             status = Status.SKIPPED if not run else Status.ABANDONED
             self._settle_locked(deferred, status, None, None)
@@ -266,6 +288,11 @@ class Ledger:
         for deferred in leftovers:
             deferred._notify()
         return leftovers
+
+    def _wait_locked(self, deferred: Deferred[Any]) -> None:
+        # A call starts waiting for a worker (a retry's backoff is no such wait).
+        if self.max_queue_wait is not None:
+            self._waiting.append((time.monotonic(), deferred.attempts, deferred))
 
     # -- the one place a status changes --------------------------------------------------------
 

@@ -90,7 +90,7 @@ class Runtime:
         self._stopped = threading.Event()
         self._modes: list[TestingMode | None] = []
         self._mode: TestingMode | None = None
-        self._ledger = ledger = Ledger(config.max_pending)
+        self._ledger = ledger = Ledger(config.max_pending, config.max_queue_wait)
         self._admission = Admission(config, ledger)
         self._dispatcher = dispatcher = Dispatcher(config, ledger)
         # The journal opens its file on first use, in the process that uses it.
