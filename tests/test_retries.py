@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+import jumpqueue
+import jumpqueue.testing
 from jumpqueue import Status, TaskTimeoutError, task
 
 from .conftest import RuntimeFactory
@@ -113,3 +115,30 @@ def test_retries_exhausted_on_timeouts_end_timed_out(make_runtime: RuntimeFactor
     assert deferred.attempts == 2
     assert runtime.stats().timed_out == 1
     release.set()
+
+
+def test_retries_fixed_schedule_waits_the_same_backoff_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    attempts: list[int] = []
+
+    @jumpqueue.task(retries=3, retry_backoff=1.0, retry_schedule="fixed")
+    def send() -> None:
+        attempts.append(1)
+        if len(attempts) <= 3:
+            raise ConnectionError("the SMTP server is down")
+
+    with jumpqueue.testing.immediate(sleep_backoff=True):
+        handle = send.defer()
+    assert (handle.status, handle.attempts) == (Status.SUCCEEDED, 4)  # retries=3: 4 in all
+    assert slept == [1.0, 1.0, 1.0]
+
+
+def test_retries_exponential_schedule_doubles_with_jitter() -> None:
+    options = jumpqueue.TaskOptions(retry_backoff=2.0)
+    assert [options.retry_delay(n, jitter=False) for n in range(4)] == [2.0, 4.0, 8.0, 16.0]
+    assert all(1.0 <= options.retry_delay(0) <= 2.0 for _ in range(50))
+    with pytest.raises(jumpqueue.ConfigurationError, match="retry_schedule"):
+        jumpqueue.TaskOptions(retry_schedule="linear")  # type: ignore[arg-type]

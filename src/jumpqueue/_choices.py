@@ -23,6 +23,8 @@ StartMethod = Literal["forkserver", "spawn", "fork"]
 JournalSynchronous = Literal["FULL", "NORMAL"]
 #: What happens to a call that cannot be journaled (see `Config.on_journal_error`).
 JournalErrorPolicy = Literal["memory", "overload"]
+#: How the wait before each retry grows: doubling from `retry_backoff`, or always the same.
+RetrySchedule = Literal["exponential", "fixed"]
 #: The overload policies that shed a call, as `Stats.shed` counts them.
 ShedPolicy = Literal["drop", "reject"]
 
@@ -34,6 +36,7 @@ START_METHODS: tuple[StartMethod, ...] = get_args(StartMethod)
 JOURNAL_SYNCHRONOUS: tuple[JournalSynchronous, ...] = get_args(JournalSynchronous)
 JOURNAL_ERROR_POLICIES: tuple[JournalErrorPolicy, ...] = get_args(JournalErrorPolicy)
 SHED_POLICIES: tuple[ShedPolicy, ...] = get_args(ShedPolicy)
+RETRY_SCHEDULES: tuple[RetrySchedule, ...] = get_args(RetrySchedule)
 
 #: Backend engines (the part of a backend URL before "+"): "module:class" of each, and its extra.
 BACKENDS: dict[str, tuple[str, str]] = {

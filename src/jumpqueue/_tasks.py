@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import random
 import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
@@ -15,10 +16,12 @@ from ._choices import (
     EXECUTOR_NAMES,
     HANDOFF_POLICIES,
     OVERLOAD_POLICIES,
+    RETRY_SCHEDULES,
     SERIALIZERS,
     ExecutorName,
     HandoffPolicy,
     OverloadPolicy,
+    RetrySchedule,
     Serializer,
 )
 from ._config import check_choice, check_names, check_seconds
@@ -45,8 +48,13 @@ class TaskOptions:
         executor: "thread", "async", or None to choose by the function's kind.
         timeout: seconds one attempt may run; None for the runtime's
             `task_timeout`; `math.inf` for no limit at all.
-        retries: further attempts after a failure (0 for none).
-        retry_backoff: seconds before the first retry; doubles each time, with jitter.
+        retries: further attempts after the first one fails (0 for none):
+            `retries=3` makes at most 4 attempts in all.
+        retry_backoff: seconds before the first retry.
+        retry_schedule: "exponential" (the default: the wait doubles with
+            each retry, up to 300 s, less up to half of it at random, so that
+            calls that failed together do not retry together), or "fixed"
+            (`retry_backoff` seconds before every retry, exactly).
         retry_on: exception types that lead to a retry.
         on_overload: policy when the backlog is full, or None for the runtime's.
         always: run even when the request that deferred it failed.
@@ -64,6 +72,7 @@ class TaskOptions:
     timeout: float | None = None
     retries: int = 0
     retry_backoff: float = 1.0
+    retry_schedule: RetrySchedule = "exponential"
     retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,)
     on_overload: OverloadPolicy | None = None
     always: bool = False
@@ -81,6 +90,7 @@ class TaskOptions:
         if self.retries < 0:
             raise ConfigurationError(f"retries must be >= 0, not {self.retries}")
         check_seconds("retry_backoff", self.retry_backoff, allow_zero=True)
+        check_choice("retry_schedule", self.retry_schedule, RETRY_SCHEDULES)
         retry_on: object = self.retry_on
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
@@ -108,9 +118,9 @@ class TaskOptions:
         check_names(cls, values, "task option")
         return cls(**values)
 
-    def retry_delay(self, retries_done: int) -> float:
-        """Seconds before retry number `retries_done + 1`: the backoff doubled each time, capped."""
-        return float(min(self.retry_backoff * 2**retries_done, MAX_RETRY_DELAY))
+    def retry_delay(self, retries_done: int, *, jitter: bool = True) -> float:
+        """Seconds before retry number `retries_done + 1`, by `retry_schedule`."""
+        return retry_delay(self.retry_backoff, self.retry_schedule, retries_done, jitter=jitter)
 
 
 class TaskOptionValues(TypedDict, total=False):
@@ -120,6 +130,7 @@ class TaskOptionValues(TypedDict, total=False):
     timeout: float | None
     retries: int
     retry_backoff: float
+    retry_schedule: RetrySchedule
     retry_on: tuple[type[BaseException], ...] | type[BaseException]
     on_overload: OverloadPolicy | None
     always: bool
@@ -129,6 +140,16 @@ class TaskOptionValues(TypedDict, total=False):
 
 
 DEFAULT_OPTIONS = TaskOptions()
+
+
+def retry_delay(
+    backoff: float, schedule: RetrySchedule, retries_done: int, *, jitter: bool
+) -> float:
+    """Seconds before retry number `retries_done + 1` (see `TaskOptions.retry_schedule`)."""
+    if schedule == "fixed":
+        return backoff
+    delay = float(min(backoff * 2**retries_done, MAX_RETRY_DELAY))
+    return delay * random.uniform(0.5, 1.0) if jitter else delay  # noqa: S311 -- jitter
 
 
 class Deferrer(Protocol):

@@ -96,8 +96,9 @@ def test_workers_retry_rules_match_class_names_along_the_mro() -> None:
     rules = {"retry_on": ["builtins.LookupError"], "retry_backoff": 2.0}
     assert _message.should_retry(rules, KeyError("k"))
     assert not _message.should_retry(rules, ValueError("v"))
-    assert [_message.retry_delay(rules, done) for done in range(3)] == [2.0, 4.0, 8.0]
-    assert _message.retry_delay(rules, 20) == 300.0
+    assert [_message.retry_delay(rules, done, jitter=False) for done in range(3)] == [2.0, 4.0, 8.0]
+    assert _message.retry_delay(rules, 20, jitter=False) == 300.0
+    assert _message.retry_delay({**rules, "retry_schedule": "fixed"}, 5, jitter=True) == 2.0
 
 
 def test_workers_context_carries_only_valid_small_values() -> None:

@@ -107,6 +107,7 @@ def _options_text(options: TaskOptions, executor: str) -> str:
             "timeout": options.timeout,
             "retries": options.retries,
             "retry_backoff": options.retry_backoff,
+            "retry_schedule": options.retry_schedule,
             "always": options.always,
             "on_handoff_error": options.on_handoff_error,
         },

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -172,7 +171,6 @@ class Dispatcher:
         outcome = "timed out" if status is Status.TIMED_OUT else "failed"
         if attempt.number <= options.retries and isinstance(error, options.retry_on):
             delay = options.retry_delay(attempt.number - 1)
-            delay *= random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not cryptography
             if not self._ledger.retry(deferred):
                 return  # settled meanwhile (abandoned by a shutdown)
             logger.warning(

@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._codec import decode_arguments, encode_arguments, registered_name
-from .._tasks import MAX_RETRY_DELAY, import_path
+from .._tasks import import_path
+from .._tasks import retry_delay as retry_delay_of
 from ..context import carried, restored
 from ..executors._base import call_to_completion
 
 if TYPE_CHECKING:
+    from .._choices import RetrySchedule
     from .._config import Config
     from .._deferred import Deferred
 
@@ -55,6 +57,7 @@ def build(deferred: Deferred[Any], *, serializer: str) -> dict[str, Any]:
         "context": carried(deferred.context),
         "retries": options.retries,
         "retry_backoff": options.retry_backoff,
+        "retry_schedule": options.retry_schedule,
         "retry_on": [import_path(kind) for kind in retry_on],
     }
 
@@ -96,7 +99,8 @@ def should_retry(message: Mapping[str, Any], error: BaseException) -> bool:
     return any(import_path(kind) in names for kind in type(error).__mro__)
 
 
-def retry_delay(message: Mapping[str, Any], retries_done: int) -> float:
-    """Seconds before retry number `retries_done + 1`: the backoff, doubled each time."""
+def retry_delay(message: Mapping[str, Any], retries_done: int, *, jitter: bool) -> float:
+    """Seconds before retry number `retries_done + 1`, by the task's retry schedule."""
     backoff = float(message.get("retry_backoff") or 0.0)
-    return float(min(backoff * 2**retries_done, MAX_RETRY_DELAY))
+    schedule: RetrySchedule = "fixed" if message.get("retry_schedule") == "fixed" else "exponential"
+    return retry_delay_of(backoff, schedule, retries_done, jitter=jitter)

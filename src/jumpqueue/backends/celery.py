@@ -24,7 +24,6 @@ import contextlib
 import importlib
 import inspect
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -263,7 +262,7 @@ def _run(
         done = int(task.request.retries)
         retries = int(message.get("retries") or 0)
         if done < retries and _message.should_retry(message, error):
-            delay = _message.retry_delay(message, done) * random.uniform(0.5, 1.0)  # noqa: S311 -- jitter
+            delay = _message.retry_delay(message, done, jitter=True)
             raise task.retry(exc=error, countdown=delay, max_retries=retries) from error
         raise
 

@@ -108,7 +108,10 @@ class _RQTransport:
         retries = int(message["retries"])
         retry = None
         if retries:
-            intervals = [math.ceil(_message.retry_delay(message, done)) for done in range(retries)]
+            intervals = [
+                math.ceil(_message.retry_delay(message, done, jitter=False))
+                for done in range(retries)
+            ]
             retry = rq.Retry(max=retries, interval=intervals)
         options: dict[str, Any] = {}
         if _DUPLICATE is not None:
