@@ -4,6 +4,7 @@ import asyncio
 import logging
 import math
 import threading
+import time
 
 import pytest
 
@@ -46,12 +47,16 @@ def test_timeout_stuck_thread_returning_late_is_discarded_and_uncounted(
     caplog.set_level(logging.INFO, logger="jumpqueue")
     release.set()
     assert returned.wait(5)
+    # The stuck thread reports its late return after `returned`: wait for that report.
+    deadline = time.monotonic() + 5
+    while not any("outcome discarded" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the late return was not reported"
+        threading.Event().wait(0.01)
     runtime.shutdown(timeout=5)
     stats = runtime.stats()
     assert hung.status is Status.TIMED_OUT
     assert stats.succeeded == 0
     assert stats.submitted == stats.finished == 1
-    assert any("outcome discarded" in r.getMessage() for r in caplog.records)
 
 
 def test_timeout_stuck_thread_bound_shrinks_the_pool_loudly_then_heals(

@@ -14,10 +14,13 @@ import math
 import pickle
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import InvalidCallError
 from ._tasks import DEFAULT_OPTIONS, Task, import_path, lookup, register
+
+if TYPE_CHECKING:
+    from ._deferred import Deferred
 
 
 def registered_name(fn: Callable[..., Any], name: str) -> str:
@@ -49,6 +52,23 @@ def registered_name(fn: Callable[..., Any], name: str) -> str:
         raise InvalidCallError(f"{name} is not importable as {path}{hint}")
     register(Task(fn, DEFAULT_OPTIONS))
     return path
+
+
+def check_portable(deferred: Deferred[Any], serializer: str, *, where: str) -> str:
+    """Raise unless the call can leave the process for `where`; the name it goes by.
+
+    Raises:
+        InvalidCallError: a lambda, a closure, a function of `__main__` or one
+            not importable by its name, or arguments the serializer cannot carry.
+    """
+    if getattr(deferred.fn, "__module__", None) == "__main__":
+        raise InvalidCallError(
+            f"{deferred.name} is defined in __main__, which {where} cannot import; "
+            "move it to a module"
+        )
+    name = registered_name(deferred.fn, deferred.name)
+    encode_arguments(name, deferred.args, deferred.kwargs, serializer=serializer)
+    return name
 
 
 def encode_arguments(

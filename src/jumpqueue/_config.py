@@ -34,6 +34,8 @@ ENV_PREFIX = "JUMPQUEUE_"
 
 #: A smaller address space cannot even start an interpreter.
 MIN_MEMORY_LIMIT = 16 * 1024**2
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 #: A lease renewed less often than this would have to be renewed all the time.
 MIN_JOURNAL_LEASE = 1.0
@@ -78,6 +80,12 @@ class Config:
             (`jumpqueue.backends.rq.RQBackend(...)`).
         backend_queue: the engine's queue to send to; None for "default" with
             RQ and the Celery app's default queue with Celery.
+        check_handoff: validate every call at `defer()` as a hand-off to a
+            backend would (its function importable by name, outside
+            `__main__`; its arguments carried by the serializer), while it
+            still runs here: `InvalidCallError` at once, in development and
+            tests, for an app that will use `backend=` later. With `backend`
+            set, calls are validated so anyway, testing modes included.
         handoff_timeout: seconds one hand-off may take to connect and send.
         on_handoff_error: default fallback for a call the backend cannot take:
             "local" (run it in the local pools), "journal" (spill it to the
@@ -117,6 +125,7 @@ class Config:
     # Not in the repr: a broker URL may carry a password.
     backend: str | Backend | None = dataclasses.field(default=None, repr=False)
     backend_queue: str | None = None
+    check_handoff: bool = False
     handoff_timeout: float = 2.0
     on_handoff_error: HandoffPolicy = "local"
     journal: str | None = None
@@ -159,6 +168,8 @@ class Config:
             raise ConfigurationError(
                 f"backend_queue must be a non-empty str or None, not {self.backend_queue!r}"
             )
+        if not isinstance(self.check_handoff, bool):
+            raise ConfigurationError(f"check_handoff must be a bool, not {self.check_handoff!r}")
         check_seconds("handoff_timeout", self.handoff_timeout, allow_zero=False)
         check_choice("on_handoff_error", self.on_handoff_error, HANDOFF_POLICIES)
         self._check_journal()
@@ -239,6 +250,7 @@ class ConfigOptions(TypedDict, total=False):
     start_method: StartMethod | None
     backend: str | Backend | None
     backend_queue: str | None
+    check_handoff: bool
     handoff_timeout: float
     on_handoff_error: HandoffPolicy
     journal: str | os.PathLike[str] | None
@@ -339,6 +351,10 @@ def _parse(field: dataclasses.Field[Any], raw: str) -> object:
         return None
     if field.name == "memory_limit":
         return parse_size(variable, text)
+    if kind == "bool":
+        if text.lower() not in _BOOLEANS:
+            raise ConfigurationError(f"{variable}={raw!r} is not a bool (1, 0, true, false)")
+        return _BOOLEANS[text.lower()]
     try:
         if kind.startswith("int"):
             return int(text)

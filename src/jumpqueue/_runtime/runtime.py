@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from .._codec import check_portable
 from .._config import Config, check_seconds
 from .._deferred import Deferred, Status
 from .._exceptions import RuntimeClosedError
@@ -88,6 +89,8 @@ class Runtime:
         # Everything a forked child must not share with its parent.
         config = self.config
         self._stopped = threading.Event()
+        # Under a testing mode the backend is set aside: its checks still apply.
+        self._check_handoff = config.check_handoff or config.backend is not None
         self._modes: list[TestingMode | None] = []
         self._mode: TestingMode | None = None
         self._ledger = ledger = Ledger(config.max_pending, config.max_queue_wait)
@@ -166,14 +169,7 @@ class Runtime:
         deferred: Deferred[Any] = Deferred(
             name or info.name, function, args, kwargs, options, executor_name, context, loop
         )
-        dispatcher = self._dispatcher
-        executor = dispatcher.executors.get(executor_name) or dispatcher.executor(executor_name)
-        executor.validate(deferred)
-        backend = dispatcher.backend
-        if backend is not None:
-            # Checked for both: a call the backend cannot take may fall back to the local pool.
-            backend.validate(deferred)
-            executor = backend
+        executor = self._executor_for(deferred)
         journal = self._journaling.prepare(deferred)
         holder = scope if scope is not None and not scope.released else None
         if self._mode is not None:
@@ -188,10 +184,26 @@ class Runtime:
             elif not holder.hold(self._held_calls, deferred):  # released since we looked
                 self._held_calls.release_held(deferred, run=True)
         elif verdict is Verdict.INLINE:
-            dispatcher.run_inline(deferred)
+            self._dispatcher.run_inline(deferred)
         elif verdict is Verdict.SPILL:
             self._journaling.spill(deferred, holder, self._held_calls)
         return deferred
+
+    def _executor_for(self, deferred: Deferred[Any]) -> Executor:
+        # Where the call's first attempt goes, once it has checked the call.
+        dispatcher = self._dispatcher
+        name = deferred.executor
+        executor = dispatcher.executors.get(name) or dispatcher.executor(name)
+        executor.validate(deferred)
+        backend = dispatcher.backend
+        if backend is not None:
+            # Checked for both: a call the backend cannot take may fall back to the local pool.
+            backend.validate(deferred)
+            return backend
+        if self._check_handoff:
+            serializer = deferred.options.serializer or self.config.serializer
+            check_portable(deferred, serializer, where="a worker of a backend")
+        return executor
 
     @overload
     def submit(

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._codec import encode_arguments, registered_name
+from .._codec import check_portable
 from .._deferred import Status
 from .._exceptions import HandOffError, InvalidCallError
 from .._ratelimit import RateLimitedLog
@@ -120,17 +120,10 @@ class HandOffExecutor:
             HandOffError: the task's fallback is "raise" and the broker was found
                 unreachable moments ago.
         """
-        if getattr(deferred.fn, "__module__", None) == "__main__":
-            raise InvalidCallError(
-                f"{deferred.name} is defined in __main__, which a worker of {self.name} cannot "
-                "import; move it to a module"
-            )
-        name = registered_name(deferred.fn, deferred.name)
-        encode_arguments(
-            name,
-            deferred.args,
-            deferred.kwargs,
-            serializer=_message.serializer_for(deferred, self._config),
+        check_portable(
+            deferred,
+            _message.serializer_for(deferred, self._config),
+            where=f"a worker of {self.name}",
         )
         down = self._down
         if (
