@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._default import get_runtime
+from ._default import serving_runtime
 from ._deferred import Deferred, Status
 from ._tasks import TaskOptions
 from .executors._base import call_to_completion
@@ -57,7 +57,7 @@ def capture(runtime: Runtime | None = None) -> Iterator[list[CapturedCall]]:
     def record(deferred: Deferred[Any]) -> None:
         calls.append(CapturedCall.of(deferred))
 
-    with (runtime or get_runtime())._intercepting(record):
+    with (runtime or serving_runtime())._intercepting(record):
         yield calls
 
 
@@ -73,5 +73,5 @@ def immediate(runtime: Runtime | None = None) -> Iterator[None]:
     def run(deferred: Deferred[Any]) -> tuple[Status, Any, BaseException | None]:
         return Status.SUCCEEDED, CapturedCall.of(deferred).run(), None
 
-    with (runtime or get_runtime())._intercepting(run):
+    with (runtime or serving_runtime())._intercepting(run):
         yield
