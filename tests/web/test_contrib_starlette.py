@@ -17,7 +17,7 @@ from jumpqueue import Deferred, Runtime, RuntimeClosedError, Status
 
 pytest.importorskip("fastapi")
 
-from fastapi import Depends, FastAPI
+from fastapi import BackgroundTasks, Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -190,3 +190,53 @@ def test_contrib_starlette_runtime_shut_down_by_the_application_stays_shut_down(
     jumpqueue.shutdown()
     with pytest.raises(RuntimeClosedError):
         jumpqueue.defer(lambda: None)
+
+
+# -- FastAPI's order: BackgroundTasks, dependencies with yield, jumpqueue's calls ---------------
+
+
+class Session:
+    """What a dependency with `yield` hands out and closes in its teardown (a database session)."""
+
+    closed = False
+
+
+def test_contrib_starlette_calls_start_with_the_response_before_tasks_and_teardown() -> None:
+    app = make_app()
+    events: list[str] = []
+    call_started = threading.Event()
+    calls: list[Deferred[None]] = []
+
+    def database() -> Iterator[Session]:
+        session = Session()
+        yield session
+        # Waits for the call: had calls waited for the teardown, this would time out.
+        events.append(f"teardown: call started {call_started.wait(WAIT)}")
+        session.closed = True
+
+    def send(session: Session) -> None:  # given the session: the pattern NOT to follow
+        events.append(f"call: session closed {session.closed}")
+        call_started.set()
+
+    def background(number: int) -> None:
+        events.append(f"background {number}: call held {calls[0].status is Status.HELD}")
+
+    # (Annotated[...] cannot name a local function under `from __future__ import annotations`.)
+    @app.post("/signup")
+    def signup(tasks: BackgroundTasks, session: Session = Depends(database)) -> str:  # noqa: B008
+        calls.append(jumpqueue.defer(send, session))
+        tasks.add_task(background, 1)
+        tasks.add_task(background, 2)
+        return "welcome"
+
+    with TestClient(app) as client:
+        assert client.post("/signup").json() == "welcome"
+    assert calls[0].status is Status.SUCCEEDED
+    # The call starts once the response is sent: before BackgroundTasks (which run in
+    # order) and FastAPI's teardown, and runs alongside them, the session still open.
+    assert "call: session closed False" in events
+    assert [event for event in events if not event.startswith("call")] == [
+        "background 1: call held False",
+        "background 2: call held False",
+        "teardown: call started True",
+    ]
