@@ -8,7 +8,7 @@ import pytest
 
 import jumpqueue
 from jumpqueue import InvalidCallError, Status, TaskTimeoutError, WaitDeadlockError
-from jumpqueue.integration import RequestScope
+from jumpqueue.integration import RequestScope, drain_runtime
 from jumpqueue.testing import CapturedCall, capture, immediate, live
 
 from .conftest import RuntimeFactory
@@ -221,3 +221,13 @@ def test_testing_modes_end_with_the_block() -> None:
     with capture():
         pass
     assert jumpqueue.defer(int, "1").result(timeout=5) == 1
+
+
+def test_testing_capture_after_a_server_drained_the_default_runtime_sees_the_calls() -> None:
+    # What a test client's lifespan shutdown leaves behind, in an earlier test.
+    asyncio.run(drain_runtime(None))
+    ran = threading.Event()
+    with capture() as calls:
+        jumpqueue.defer(ran.set)
+    assert [call.fn for call in calls] == [ran.set]
+    assert not ran.is_set()

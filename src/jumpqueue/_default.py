@@ -22,6 +22,8 @@ R = TypeVar("R")
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+#: The default runtime once a server's shutdown has drained it: the next call starts a new one.
+_drained: Runtime | None = None
 
 
 def get_runtime() -> Runtime:
@@ -36,6 +38,31 @@ def get_runtime() -> Runtime:
     return runtime
 
 
+def drained_by_server(runtime: Runtime) -> None:
+    """A server's shutdown drained `runtime`: if it is the default, the next call renews it.
+
+    A test client or a server started again in the same process then finds a
+    working default runtime, with the same configuration, while `get_runtime()`
+    and `stats()` still show the drained one until a call comes.
+    """
+    global _drained  # noqa: PLW0603 -- state of the one default runtime
+    with _lock:
+        if runtime is _runtime and runtime.closed:
+            _drained = runtime
+
+
+def serving_runtime() -> Runtime:
+    """The default runtime that takes the next call: one a server drained is renewed first."""
+    global _runtime, _drained
+    runtime = get_runtime()
+    if runtime is not _drained:
+        return runtime
+    with _lock:
+        if _runtime is runtime:  # not renewed by another thread meanwhile
+            _runtime, _drained = Runtime(runtime.config), None
+    return get_runtime()
+
+
 def configure(config: Config | None = None, /, **options: Unpack[ConfigOptions]) -> Runtime:
     """Replace the default runtime: the old one is drained and shut down first.
 
@@ -45,20 +72,20 @@ def configure(config: Config | None = None, /, **options: Unpack[ConfigOptions])
     Raises:
         ConfigurationError: an option is unknown or out of range.
     """
-    global _runtime
+    global _runtime, _drained
     if config is None:
         config = Config.from_env(**options)
     elif options:
         config = config.replace(**options)
     runtime = Runtime(config)
     with _lock:
-        previous, _runtime = _runtime, runtime
+        previous, _runtime, _drained = _runtime, runtime, None
     if previous is not None:
         previous.shutdown()
     return runtime
 
 
-_tasks.default_runtime = get_runtime
+_tasks.default_runtime = serving_runtime
 
 
 @overload
@@ -82,9 +109,13 @@ def defer(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]
         InvalidCallError: fn is not callable, is a coroutine object, or the
             arguments do not fit its signature.
         OverloadedError: the backlog is full and the policy rejects.
-        RuntimeClosedError: the default runtime is shut down.
+        RuntimeClosedError: the default runtime is shut down (one drained by a
+            server's shutdown is renewed instead, see `integration.drain_runtime`).
     """
-    return get_runtime().defer(fn, *args, **kwargs)
+    runtime = _runtime
+    if runtime is None or runtime is _drained:  # read without a call: the hot path
+        runtime = serving_runtime()
+    return runtime.defer(fn, *args, **kwargs)
 
 
 @overload
@@ -110,7 +141,7 @@ def submit(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any
     Raises:
         InvalidCallError, OverloadedError, RuntimeClosedError: as `defer()`.
     """
-    return get_runtime().submit(fn, *args, **kwargs)
+    return serving_runtime().submit(fn, *args, **kwargs)
 
 
 def stats() -> Stats:

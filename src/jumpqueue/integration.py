@@ -38,7 +38,8 @@ The other names:
 - `HttpCounters`, `OVERLOADED_BODY`, `overloaded_headers()`, `log_overloaded()`:
   the `503 Service Unavailable` answer to an `OverloadedError` from `defer()`,
   as the middleware gives it.
-- `start_runtime()`, `drain_runtime()`: the runtime at server startup and shutdown.
+- `start_runtime()`, `drain_runtime()`: the runtime at server startup and shutdown
+  (the default runtime, drained, is renewed by the next call deferred).
 - `carry_from_headers()`: the request id and trace that travel with calls
   handed to another machine, taken from the request's headers.
 - `Exchange`, `bind_exchange()`: what `jumpqueue.finish_request()` talks to, for

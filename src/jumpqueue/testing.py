@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._default import get_runtime
+from ._default import serving_runtime
 from ._deferred import Deferred, Status
 from .executors._base import Attempt, ExecutorHost, call_to_completion, running_loop
 
@@ -93,7 +93,7 @@ def immediate(
     the default runtime, and yields the calls deferred in the block.
     """
     mode = _Immediate(sleep_backoff=sleep_backoff)
-    with (runtime or get_runtime())._testing_mode(mode):
+    with (runtime or serving_runtime())._testing_mode(mode):
         yield mode.calls
 
 
@@ -108,14 +108,14 @@ def capture(runtime: Runtime | None = None) -> Iterator[list[CapturedCall]]:
     default runtime.
     """
     mode = _Capture()
-    with (runtime or get_runtime())._testing_mode(mode):
+    with (runtime or serving_runtime())._testing_mode(mode):
         yield mode.calls
 
 
 @contextlib.contextmanager
 def live(runtime: Runtime | None = None) -> Iterator[None]:
     """Suspend the testing mode for the block: calls run on the configured executors."""
-    with (runtime or get_runtime())._testing_mode(None):
+    with (runtime or serving_runtime())._testing_mode(None):
         yield
 
 

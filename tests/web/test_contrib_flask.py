@@ -47,6 +47,42 @@ def test_contrib_flask_runs_calls_after_the_response_in_an_app_context() -> None
     assert names == ["jqtest"]
 
 
+def test_contrib_flask_call_has_an_app_context_and_no_request_context() -> None:
+    app = make_app()
+    JumpQueue(app)
+    seen: dict[str, object] = {}
+    calls: list[Deferred[None]] = []
+
+    def probe(email: str) -> None:
+        seen["email"] = email  # what the call needs comes as an argument
+        seen["app"] = flask.current_app.name
+        seen["request context"] = flask.has_request_context()
+        seen["g"] = dict(vars(flask.g))  # the call's own application context
+        try:
+            seen["form"] = dict(flask.request.form)
+        except (RuntimeError, AttributeError):
+            seen["form"] = "unreadable"
+
+    @app.post("/signup")
+    def signup() -> str:
+        flask.g.user = "ada"
+        calls.append(jumpqueue.defer(probe, flask.request.form["email"]))
+        return "welcome"
+
+    response = app.test_client().post("/signup", data={"email": "ada@example.com"})
+    assert response.text == "welcome"
+    response.close()  # as a server does: the held calls are released
+    assert calls[0].wait(WAIT)
+    assert calls[0].status is Status.SUCCEEDED
+    assert seen == {
+        "email": "ada@example.com",
+        "app": "jqtest",
+        "request context": False,
+        "g": {},
+        "form": "unreadable",
+    }
+
+
 def test_contrib_flask_skips_calls_of_a_failed_request() -> None:
     app = make_app()
     JumpQueue(app)

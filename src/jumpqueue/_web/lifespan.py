@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .._default import configure, get_runtime
+from .._default import configure, drained_by_server, get_runtime, serving_runtime
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -24,12 +24,20 @@ def start_runtime(runtime: Runtime | None) -> Runtime:
         if runtime.closed:
             logger.warning("jumpqueue: the middleware's runtime is shut down; defer() will fail")
         return runtime
-    default = get_runtime()
+    default = serving_runtime()
     if default.closed:
         return configure(default.config)
     return default
 
 
 async def drain_runtime(runtime: Runtime | None) -> None:
-    """At server shutdown: stop admitting and drain, within the runtime's `shutdown_timeout`."""
-    await (runtime if runtime is not None else get_runtime()).ashutdown()
+    """At server shutdown: stop admitting and drain, within the runtime's `shutdown_timeout`.
+
+    The default runtime, drained, is renewed with the same configuration when
+    the next call is deferred: a test client's next request, with or without
+    its lifespan, works in any order. A runtime given is left shut down.
+    """
+    draining = runtime if runtime is not None else get_runtime()
+    await draining.ashutdown()
+    if runtime is None:
+        drained_by_server(draining)

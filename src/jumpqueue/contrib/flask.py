@@ -7,12 +7,21 @@
 `JumpQueue` wraps `app.wsgi_app` in jumpqueue's WSGI middleware, so calls are
 handed over when the server closes the response (after its last byte), and
 `finish_request()` works. Every call runs inside an application context of the
-app (Flask's own `call_on_close` gives none), and an `OverloadedError` from
-`defer()` becomes `503 Service Unavailable` with `Retry-After`.
+app (Flask's own `call_on_close` gives none) and no request context: the
+request is over, so a call takes what it needs from it as arguments. An
+`OverloadedError` from `defer()` becomes `503 Service Unavailable` with
+`Retry-After`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
+
+import flask.globals
 from flask import Flask, Response
 
 from jumpqueue import OverloadedError
@@ -24,6 +33,11 @@ from ._settings import apply_settings
 __all__ = ["JumpQueue"]
 
 _PREFIX = "JUMPQUEUE_"
+
+# Flask 3.0 and 3.1 keep the request context in a context variable of its own,
+# which a call's context, copied at defer(), still holds once the request is
+# over. Flask itself reads None there as "no request context".
+_REQUEST_CONTEXT: ContextVar[Any] | None = getattr(flask.globals, "_cv_request", None)
 
 
 class JumpQueue:
@@ -58,7 +72,7 @@ class JumpQueue:
         app.wsgi_app = JumpQueueMiddleware(  # type: ignore[method-assign]
             app.wsgi_app,
             overload_response=overload_response,
-            around_calls=(app.app_context,),
+            around_calls=(functools.partial(_app_context_only, app),),
             counters=self.counters,
         )
         if overload_response:
@@ -69,3 +83,15 @@ class JumpQueue:
         self.counters.add("overloaded")
         log_overloaded(error)
         return Response(OVERLOADED_BODY, status=503, headers=overloaded_headers(error))
+
+
+@contextlib.contextmanager
+def _app_context_only(app: Flask) -> Iterator[None]:
+    # Around every call: an application context of its own, and no request context.
+    token = _REQUEST_CONTEXT.set(None) if _REQUEST_CONTEXT is not None else None
+    try:
+        with app.app_context():
+            yield
+    finally:
+        if token is not None and _REQUEST_CONTEXT is not None:
+            _REQUEST_CONTEXT.reset(token)

@@ -1,4 +1,11 @@
-"""The async executor: coroutines on the application's loop, or on a loop thread of our own."""
+"""The async executor: coroutines on the application's loop, or on a loop thread of our own.
+
+A loop that closes under a call (a test client's, at the end of each request)
+lets it run to its end first, within the runtime's `shutdown_timeout`: what
+closes a loop cancels its tasks while the loop is stopped, then runs it until
+they end (`asyncio.run`, anyio, pytest-asyncio all do), and a call's task
+turns that cancellation down. Calls not started yet go to the background loop.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from ._base import running_loop
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
     from .._config import Config
     from .._deferred import Deferred
     from ._base import Attempt, ExecutorHost
@@ -32,11 +41,13 @@ class AsyncExecutor:
     def __init__(self, config: Config, host: ExecutorHost) -> None:
         self._host = host
         self._limit = config.max_async
+        self._grace = config.shutdown_timeout
         self._lock = threading.Lock()
         self._waiting: collections.deque[Attempt] = collections.deque()
-        self._slots: dict[Attempt, asyncio.Task[Any] | None] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._slots: dict[Attempt, _CallTask | None] = {}
+        self._tasks: set[_CallTask] = set()
         self._background: _LoopThread | None = None
+        self._closing_loops: set[asyncio.AbstractEventLoop] = set()
         self._closed = False
 
     @property
@@ -66,7 +77,7 @@ class AsyncExecutor:
             task = self._slots.pop(attempt, None)
             ready = self._take_ready()
         if task is not None:
-            task.get_loop().call_soon_threadsafe(task.cancel)
+            task.get_loop().call_soon_threadsafe(task.stop)
         self._start_all(ready)
 
     def close(self) -> None:
@@ -79,7 +90,7 @@ class AsyncExecutor:
         for task in tasks:
             loop = task.get_loop()
             if not loop.is_closed():
-                loop.call_soon_threadsafe(task.cancel)
+                loop.call_soon_threadsafe(task.stop)
         if background is not None:
             background.stop()
 
@@ -98,10 +109,12 @@ class AsyncExecutor:
         current = running_loop()
         for attempt in ready:
             loop = attempt.deferred.loop
+            if loop is not None and (loop.is_closed() or loop in self._closing_loops):
+                loop = None
             if loop is current and loop is not None:
                 self._start(attempt)  # on its loop already: create the task now
                 continue
-            if loop is None or loop.is_closed():
+            if loop is None:
                 loop = self._background_loop()
             try:
                 loop.call_soon_threadsafe(self._start, attempt)
@@ -120,24 +133,55 @@ class AsyncExecutor:
         if context is None or not self._host.attempt_started(attempt):
             self._release(attempt)
             return
-        context = context.copy()
-        task = context.run(_create_task, attempt)
+        deferred = attempt.deferred
+        name = f"{deferred.name} [{deferred.id}]"
+        task = context.copy().run(_CallTask, _outcome(attempt), name, self._loop_closing)
         with self._lock:
             self._tasks.add(task)
             expired = attempt not in self._slots  # timed out before its task existed
             if not expired:
                 self._slots[attempt] = task
         if expired:
-            task.cancel()
+            task.stop()
         task.add_done_callback(lambda done: self._finished(attempt, done))
 
-    def _finished(self, attempt: Attempt, task: asyncio.Task[Any]) -> None:
+    def _loop_closing(self, task: _CallTask) -> None:
+        # Runs on the closing loop, stopped: its closer runs it again until the task ends.
+        loop = task.get_loop()
+        with self._lock:
+            self._closing_loops = {known for known in self._closing_loops if not known.is_closed()}
+            self._closing_loops.add(loop)
+        loop.call_later(self._grace, self._abandon, task)
+        logger.debug(
+            "jumpqueue: the event loop of %s is closing: the call runs to its end first "
+            "(for up to %.1f s)",
+            task.get_name(),
+            self._grace,
+        )
+
+    def _abandon(self, task: _CallTask) -> None:
+        if task.done():
+            return
+        logger.warning(
+            "jumpqueue: %s was still running %.1f s after its event loop began to close; abandoned",
+            task.get_name(),
+            self._grace,
+        )
+        task.stop()
+
+    def _finished(self, attempt: Attempt, task: _CallTask) -> None:
         if task.cancelled():
             error: BaseException | None = asyncio.CancelledError()
             result = None
+            if not task.stopping:
+                logger.warning(
+                    "jumpqueue: %s was cancelled by its event loop before it finished; abandoned",
+                    task.get_name(),
+                )
+        elif task.exception() is not None:  # not an Exception: escaped `_outcome`
+            error, result = task.exception(), None
         else:
-            error = task.exception()
-            result = None if error is not None else task.result()
+            result, error = task.result()
         self._host.attempt_finished(attempt, result, error)
         self._release(attempt, task)
 
@@ -150,9 +194,44 @@ class AsyncExecutor:
         self._start_all(ready)
 
 
-def _create_task(attempt: Attempt) -> asyncio.Task[Any]:
-    # Called inside the call's context, which the task then keeps.
-    return asyncio.get_running_loop().create_task(attempt.coroutine())
+class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
+    """A call's task: it turns down the cancellation of a loop that is closing, and ends first.
+
+    A task is cancelled while its loop is not running only by what closes the
+    loop; cancellations from inside the loop (timeouts, task groups, the
+    application) go through, and so do the executor's own (`stop()`).
+    """
+
+    def __init__(
+        self,
+        coroutine: Coroutine[Any, Any, tuple[Any, BaseException | None]],
+        name: str,
+        loop_closing: Callable[[_CallTask], None],
+    ) -> None:
+        # Made inside the call's context, which the task copies and keeps.
+        super().__init__(coroutine, loop=asyncio.get_running_loop(), name=name)
+        self.stopping = False
+        self._loop_closing = loop_closing
+
+    def stop(self) -> None:
+        """Cancel the task for the executor: a timeout, a shutdown, a closing loop's deadline."""
+        self.stopping = True
+        self.cancel()
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Cancel, unless the loop is closing: then the call runs to its end (or its deadline)."""
+        if self.stopping or self.done() or self.get_loop().is_running():
+            return super().cancel(msg)
+        self._loop_closing(self)
+        return False
+
+
+async def _outcome(attempt: Attempt) -> tuple[Any, BaseException | None]:
+    # A failure is an outcome, not the task's exception: a closing loop would log it again.
+    try:
+        return await attempt.coroutine(), None
+    except Exception as error:  # noqa: BLE001 -- reported to the runtime, which logs it
+        return None, error
 
 
 class _LoopThread:

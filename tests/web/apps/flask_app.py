@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, has_request_context, request
 
 import jumpqueue
 from jumpqueue.contrib.flask import JumpQueue
@@ -15,8 +15,9 @@ EXTENSION = JumpQueue(app)
 
 
 def report_app_name(tag: str) -> None:
-    """A task that needs the application context."""
-    common.report(f"{tag}-{current_app.name}")
+    """A task that needs the application context, and has no request context."""
+    request_context = "request-context" if has_request_context() else "no-request-context"
+    common.report(f"{tag}-{current_app.name}-{request_context}")
 
 
 @app.get("/ordering")
