@@ -76,6 +76,7 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "executors/test_process.py": ("process",),
     "executors/test_process_gunicorn.py": ("server", "process"),
     "journal/test_journal_gunicorn.py": ("server", "process"),
+    "test_recipes.py": ("process",),  # each example's suite runs in a subprocess
 }
 # Single tests in modules that are otherwise quick and self-contained.
 MARK_BY_TEST: dict[str, dict[str, str]] = {

@@ -1,0 +1,63 @@
+"""The testing recipes: each example's own suite passes, run as its users run it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "testing"
+
+PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q")
+# Each example's command, and how many tests its suite has.
+RECIPES = {
+    "pytest": (PYTEST, 5),
+    "flask": (PYTEST, 3),
+    "fastapi": (PYTEST, 4),
+    "django": ((sys.executable, "manage.py", "test"), 3),
+}
+# The project's pytest timeout is 30 s per test: a suite that hangs fails before it.
+SUITE_TIMEOUT = 25
+
+
+def _run_suite(example: str) -> tuple[int, str]:
+    command, _ = RECIPES[example]
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"DJANGO_SETTINGS_MODULE", "PYTEST_ADDOPTS", "PYTEST_PLUGINS"}
+    }
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave the examples' folders as they are
+    completed = subprocess.run(
+        command,
+        cwd=EXAMPLES / example,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUITE_TIMEOUT,
+        check=False,
+    )
+    return completed.returncode, completed.stdout + completed.stderr
+
+
+@pytest.mark.parametrize("example", ["pytest", "flask", "fastapi"])
+def test_recipes_pytest_suite_passes(example: str) -> None:
+    returncode, output = _run_suite(example)
+    assert returncode == 0, output
+    summary = re.search(r"^(\d+) passed\b(.*) in [\d.]+s", output, re.MULTILINE)
+    assert summary is not None, output
+    assert int(summary[1]) == RECIPES[example][1], output
+    assert not re.search(r"\b(failed|error|skipped|xfailed|xpassed)\b", summary[2]), output
+
+
+def test_recipes_django_suite_passes() -> None:
+    returncode, output = _run_suite("django")
+    assert returncode == 0, output
+    ran = re.search(r"^Ran (\d+) tests? in [\d.]+s\n\nOK$", output, re.MULTILINE)
+    assert ran is not None, output
+    assert int(ran[1]) == RECIPES["django"][1], output
