@@ -1,4 +1,4 @@
-"""The testing recipes: each example's own suite passes, run as its users run it."""
+"""The recipes of docs/testing.md: each example's own suite passes, and the page quotes them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "testing"
+PAGE = ROOT / "docs" / "testing.md"
 
 PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q")
 # Each example's command, and how many tests its suite has.
@@ -61,3 +62,18 @@ def test_recipes_django_suite_passes() -> None:
     ran = re.search(r"^Ran (\d+) tests? in [\d.]+s\n\nOK$", output, re.MULTILINE)
     assert ran is not None, output
     assert int(ran[1]) == RECIPES["django"][1], output
+
+
+def test_recipes_page_quotes_the_examples_as_they_are() -> None:
+    # Each Python block on the page opens with `# <example>/<file>` and is a verbatim
+    # excerpt of that file: the page cannot drift from the code that is tested.
+    blocks = re.findall(r"^```python\n(.*?)^```$", PAGE.read_text(), re.MULTILINE | re.DOTALL)
+    quoted = set()
+    for block in blocks:
+        first, _, excerpt = block.partition("\n")
+        assert first.startswith("# "), f"a block on {PAGE.name} names no example file:\n{block}"
+        path = EXAMPLES / first.removeprefix("# ")
+        assert path.is_file(), f"{first}: no such example file"
+        assert excerpt.strip() in path.read_text(), f"{PAGE.name} quotes {first} as it is not"
+        quoted.add(path.parent.name)
+    assert quoted == set(RECIPES)
