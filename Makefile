@@ -22,7 +22,7 @@ PYVERSIONS := 3.10 3.11 3.12 3.13
 PY ?= $(or $(call find_py,3.13),$(call find_py,3.12),$(call find_py,3.11),$(call find_py,3.10),python3)
 
 # Source dirs that exist (benchmarks/ may not yet).
-CODE_DIRS := $(wildcard src tests benchmarks)
+CODE_DIRS := $(wildcard src tests benchmarks examples)
 
 # ------------------------------------------------------------ virtualenvs
 # A stamp file records the last install: re-running is instant, but an
@@ -79,7 +79,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(CODE_DIRS)
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict src tests
+	$(VENV)/bin/mypy --strict src tests examples
 
 # Branch coverage, subprocesses included: `coverage run` (not pytest-cov) so
 # the pytest11 plugin is imported while measuring; pyproject's

@@ -231,3 +231,17 @@ def test_testing_capture_after_a_server_drained_the_default_runtime_sees_the_cal
         jumpqueue.defer(ran.set)
     assert [call.fn for call in calls] == [ran.set]
     assert not ran.is_set()
+
+
+def test_testing_immediate_warns_of_calls_left_held_by_an_unclosed_response(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scope = RequestScope()
+    with immediate():
+        token = scope.activate()
+        jumpqueue.defer(print, "never closed")
+        scope.deactivate(token)
+    assert any(
+        "still held" in r.getMessage() and "buffered=True" in r.getMessage() for r in caplog.records
+    )
+    scope.discard()

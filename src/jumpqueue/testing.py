@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ._tasks import TaskOptions
 
 __all__ = ["CapturedCall", "capture", "immediate", "live"]
+
+logger = logging.getLogger("jumpqueue")
 
 
 class CapturedCall:
@@ -174,6 +177,17 @@ class _Immediate:
         again()
 
     def leftovers(self) -> list[Deferred[Any]]:
+        with self._lock:
+            held = [call for call in self.calls if call.status is Status.HELD]
+        if held:
+            logger.warning(
+                "jumpqueue.testing: %d call(s) deferred in the block (the first: %s) are still "
+                "held for a response that was not completed or closed, so they did not run; "
+                "with Flask's or Werkzeug's test client, close the response: "
+                "'with client.post(...) as response:', or buffered=True",
+                len(held),
+                held[0].deferred.name,
+            )
         return []
 
     def raises_for(self, deferred: Deferred[Any]) -> bool:
