@@ -14,7 +14,7 @@ middleware alone. Per request, an integration:
    body, it first waits for the client to have it: `wait_until_received()`
    (WSGI) or `await await_until_received()` (ASGI), bounded in time.
 
-    from jumpqueue.integration import RequestScope
+    from jumpqueue.integration import RequestScope, wait_until_received
 
     def handle(request):  # your server's or framework's request hook
         scope = RequestScope()
