@@ -31,10 +31,12 @@ EXPECTED = [
 ]
 
 INTEGRATION = [
+    "LARGE_BODY",
     "OVERLOADED_BODY",
     "Exchange",
     "HttpCounters",
     "RequestScope",
+    "await_until_received",
     "bind_exchange",
     "carry_from_headers",
     "current_scope",
@@ -42,6 +44,7 @@ INTEGRATION = [
     "log_overloaded",
     "overloaded_headers",
     "start_runtime",
+    "wait_until_received",
     "wrap_calls",
 ]
 

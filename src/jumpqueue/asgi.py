@@ -7,10 +7,13 @@ The calls held for a request are handed to the runtime right after the server
 accepted the final `http.response.body` (with `more_body` false, or the final
 trailers), streaming responses included, and only if the status is below 400
 and nothing raised (tasks with `always=True` are handed over whatever
-happened). A client that went away is no failure: the work still runs. The
-middleware also answers the lifespan protocol: the runtime is ready at startup
-and drained, within its `shutdown_timeout`, at shutdown. Other scopes
-(websockets) pass through untouched.
+happened). After a large body, the final `send` goes out in parts through the
+server's flow control and returns once the client has acknowledged the body
+(bounded: see `jumpqueue.integration.await_until_received`). A client that
+went away is no failure: the work still runs. The middleware also answers the
+lifespan protocol: the runtime is ready at startup and drained, within its
+`shutdown_timeout`, at shutdown. Other scopes (websockets) pass through
+untouched.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ._scope import RequestScope, around_calls
 from ._web.finish import current_exchange, log_error_after_finish
 from ._web.lifespan import drain_runtime, start_runtime
 from ._web.responses import asgi_response
+from ._web.sent import LARGE_BODY, await_until_received
 from ._web.serving import (
     OVERLOADED_BODY,
     HttpCounters,
@@ -47,6 +51,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 AroundCalls = tuple[Callable[[], contextlib.AbstractContextManager[Any]], ...]
+#: Responses the server sends from a file, whose size the middleware does not see.
+_FILE_SENDS = ("http.response.pathsend", "http.response.zerocopysend")
 
 
 class JumpQueueMiddleware:
@@ -190,6 +196,7 @@ class _Exchange:
         self.finished = False  # finish_request() sends or sent the response
         self.disconnected = False
         self._trailers = False
+        self._body_bytes = 0
 
     # -- what the application sees -----------------------------------------------------------
 
@@ -212,17 +219,55 @@ class _Exchange:
             self.status = int(message["status"])
             self._trailers = bool(message.get("trailers", False))
         completes = self._completes(message)
+        if kind == "http.response.body":
+            body = message.get("body", b"")
+            self._body_bytes += len(body)
+            if completes and len(body) > LARGE_BODY:
+                message = await self._pace(message, body)
         if completes:
             # With a journal, the request's calls are on disk before its last byte leaves.
             await self.request_scope.aseal()
-        try:
+        try:  # inline, not through _send_to_server(): the path every response takes
             await self._send(message)
         except OSError:  # the spec's error for a client that went away
             self.disconnected = True
             raise
         if completes:
             self.complete = True
+            if self._body_bytes < LARGE_BODY and kind == "http.response.body":
+                self.release(None)
+            else:
+                await self._release_once_received(kind)
+
+    async def _send_to_server(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except OSError:  # the spec's error for a client that went away
+            self.disconnected = True
+            raise
+
+    async def _release_once_received(self, kind: str) -> None:
+        """Release after a large body (or a file) once the client has it, bounded in time."""
+        try:
+            if len(self.request_scope):  # else nothing waits for the client
+                size = None if kind in _FILE_SENDS else self._body_bytes
+                await await_until_received(self.http_scope, body_size=size)
+        finally:  # cancelled while waiting: the response was sent all the same
             self.release(None)
+
+    async def _pace(self, message: Message, body: bytes) -> Message:
+        """Send all but the last part of a large final body, a part at a time.
+
+        Each `send` waits on the server's flow control, so the last part goes
+        out only once the rest has been taken from the server's buffer.
+        """
+        last = len(body) - (len(body) - 1) % LARGE_BODY - 1
+        for start in range(0, last, LARGE_BODY):
+            part = body[start : start + LARGE_BODY]
+            await self._send_to_server(
+                {"type": "http.response.body", "body": part, "more_body": True}
+            )
+        return {**message, "body": body[last:]}
 
     def _completes(self, message: Message) -> bool:
         kind = message["type"]

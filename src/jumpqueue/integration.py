@@ -10,9 +10,11 @@ middleware alone. Per request, an integration:
    calls are then on disk before the client has its answer;
 3. releases it once the last byte was handed over, by the request's outcome
    (`release(succeeded=...)`), or discards it for a request that failed
-   (`discard()`: only the calls of `always=True` tasks run).
+   (`discard()`: only the calls of `always=True` tasks run). After a large
+   body, it first waits for the client to have it: `wait_until_received()`
+   (WSGI) or `await await_until_received()` (ASGI), bounded in time.
 
-    from jumpqueue.integration import RequestScope
+    from jumpqueue.integration import RequestScope, wait_until_received
 
     def handle(request):  # your server's or framework's request hook
         scope = RequestScope()
@@ -27,6 +29,7 @@ middleware alone. Per request, an integration:
         send_head(response)
         scope.seal()
         send_body(response)  # hands the last byte to the server
+        wait_until_received(request.environ, body_size=len(response.body))
         scope.release(succeeded=response.status < 400)
 
 The other names:
@@ -42,6 +45,12 @@ The other names:
   (the default runtime, drained, is renewed by the next call deferred).
 - `carry_from_headers()`: the request id and trace that travel with calls
   handed to another machine, taken from the request's headers.
+- `wait_until_received()`, `await_until_received()`, `LARGE_BODY`: wait, at
+  most 5 s, until the client's kernel acknowledged every byte sent on the
+  request's connection (Linux; the socket from a WSGI environ, the connection
+  from an ASGI scope's addresses). The kernel holds megabytes for a slow client
+  after the server wrote its last byte; bodies under `LARGE_BODY` (64 KiB) are
+  not waited for.
 - `Exchange`, `bind_exchange()`: what `jumpqueue.finish_request()` talks to, for
   a server integration that sends a response before its handler returns.
 """
@@ -56,6 +65,7 @@ from ._scope import RequestScope, around_calls
 from ._scope import current_scope as _current_scope
 from ._web.finish import Exchange, bind_exchange
 from ._web.lifespan import drain_runtime, start_runtime
+from ._web.sent import LARGE_BODY, await_until_received, wait_until_received
 from ._web.serving import (
     OVERLOADED_BODY,
     HttpCounters,
@@ -65,10 +75,12 @@ from ._web.serving import (
 )
 
 __all__ = [
+    "LARGE_BODY",
     "OVERLOADED_BODY",
     "Exchange",
     "HttpCounters",
     "RequestScope",
+    "await_until_received",
     "bind_exchange",
     "carry_from_headers",
     "current_scope",
@@ -76,6 +88,7 @@ __all__ = [
     "log_overloaded",
     "overloaded_headers",
     "start_runtime",
+    "wait_until_received",
     "wrap_calls",
 ]
 

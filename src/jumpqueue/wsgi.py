@@ -6,9 +6,11 @@
 The server calls `close()` on the response iterable once it has sent the last
 byte (PEP 3333); that is when the calls held for the request are handed to the
 runtime, and only if the status is below 400 and nothing raised (tasks with
-`always=True` are handed over whatever happened). `finish_request()` sends its
-response through the server's `write()` callable, with a Content-Length, so the
-client has all of it while the handler goes on.
+`always=True` are handed over whatever happened). After a large body, `close()`
+first waits, bounded, until the client has acknowledged it, where the server
+passes its socket (see `jumpqueue.integration.wait_until_received`).
+`finish_request()` sends its response through the server's `write()` callable,
+with a Content-Length, so the client has all of it while the handler goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ._exceptions import OverloadedError, ResponseStartedError
 from ._scope import RequestScope, around_calls
 from ._web.finish import current_exchange, log_error_after_finish
 from ._web.responses import with_content_length, wsgi_response
+from ._web.sent import LARGE_BODY, wait_until_received
 from ._web.serving import (
     OVERLOADED_BODY,
     HttpCounters,
@@ -131,6 +134,8 @@ class _Exchange:
         self.wrote = False  # bytes went to the server through write()
         self.finished = False  # finish_request() sent the response
         self.failed = False
+        self.body_bytes = 0  # of the body, given to the server
+        self.body_from_file = False  # the server sends the body from a file, unseen here
 
     # -- what the application sees -----------------------------------------------------------
 
@@ -147,6 +152,7 @@ class _Exchange:
 
     def _write(self, data: bytes) -> None:
         self.wrote = True
+        self.body_bytes += len(data)
         if self._server_write is not None:
             self._server_write(data)
 
@@ -167,14 +173,29 @@ class _Exchange:
             write(body)
         except Exception as error:  # noqa: BLE001 -- each server has its own disconnect error
             logger.warning("jumpqueue: finish_request() could not send the response: %r", error)
+        else:
+            self.body_bytes = len(body)
         self.counters.add("finished_early")
-        self.release()
+        self.release_once_received()
 
     async def afinish(self, response: object) -> None:
         """`finish()` from a coroutine (an async view served over WSGI): the write is short."""
         self.finish(response)
 
     # -- what the middleware does ------------------------------------------------------------
+
+    def release_once_received(self) -> None:
+        """`release()` once the client has a large body (bounded in time).
+
+        The server has written the last byte into the socket; the kernel may
+        still hold megabytes of it for a slow client.
+        """
+        try:
+            if len(self.scope) and not self.failed:  # else nothing waits for the client
+                size = None if self.body_from_file else self.body_bytes
+                wait_until_received(self.environ, body_size=size)
+        finally:
+            self.release()
 
     def release(self, *, failed: bool = False) -> None:
         """Hand the held calls over, by the request's outcome; only the first call acts."""
@@ -217,6 +238,7 @@ class _Exchange:
             except AttributeError:  # a wrapper with __slots__: wrap it like any body
                 pass
             else:
+                self.body_from_file = True
                 return body
         return _Body(body, self, context)
 
@@ -229,7 +251,10 @@ class _Exchange:
             self.failed = True
             raise
         finally:
-            self.release()
+            if self.body_bytes < LARGE_BODY and not self.body_from_file:
+                self.release()
+            else:
+                self.release_once_received()
 
 
 class _Body:
@@ -254,6 +279,7 @@ class _Body:
             while True:
                 chunk = self._context.run(next, self._iterator)
                 if not exchange.finished:
+                    exchange.body_bytes += len(chunk)
                     return chunk
                 # finish_request() was called from inside the body: the rest is discarded.
         except StopIteration:

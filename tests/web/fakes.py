@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
+import socket
+import struct
+import termios
+import threading
+import time
 import wsgiref.util
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from jumpqueue.asgi import ASGIApp, Message, Scope
@@ -200,3 +207,77 @@ def serve_wsgi(
             close()
             exchange.closed = True
     return exchange
+
+
+@dataclasses.dataclass
+class Connection:
+    """A real loopback TCP connection: the server's end, and a client that reads slowly.
+
+    Attributes:
+        server: the server's socket, whose send queue `fill()` fills.
+        client: the client's socket, with a small receive buffer.
+        queued: the bytes `fill()` put into the connection.
+    """
+
+    server: socket.socket
+    client: socket.socket
+    queued: int = 0
+    _read: int = 0
+    _reader: threading.Thread | None = None
+
+    def fill(self) -> int:
+        """Queue bytes on the server's side until its kernel takes no more; their count."""
+        self.server.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.queued += self.server.send(b"x" * 65536)
+        self.server.setblocking(True)
+        return self.queued
+
+    def read_slowly(self, rate: float = 8 * 1024 * 1024) -> None:
+        """Start reading all that was queued, at `rate` bytes per second, in a thread."""
+
+        def read() -> None:
+            started = time.monotonic()
+            while self._read < self.queued:
+                try:
+                    received = self.client.recv(16384)
+                except OSError:  # the test is over and closed the connection
+                    return
+                if not received:
+                    return
+                self._read += len(received)
+                lag = started + self._read / rate - time.monotonic()
+                if lag > 0:
+                    time.sleep(lag)  # the client's pace, not a wait for an event
+
+        self._reader = threading.Thread(target=read, name="slow-client", daemon=True)
+        self._reader.start()
+
+    def arrived(self) -> int:
+        """Bytes the client's kernel has: read by the client, or waiting in its buffer."""
+        waiting = struct.unpack("i", fcntl.ioctl(self.client, termios.FIONREAD, b"\0\0\0\0"))[0]
+        return int(waiting) + self._read
+
+    def join(self) -> None:
+        """Wait for the reader to have read everything."""
+        if self._reader is not None:
+            self._reader.join(10)
+
+
+@contextlib.contextmanager
+def loopback_connection() -> Iterator[Connection]:
+    """A `Connection` on 127.0.0.1, closed afterwards."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        # Before connect, so that the window the client announces stays small.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        client.connect(listener.getsockname())
+        server, _ = listener.accept()
+    with server, client:
+        connection = Connection(server, client)
+        try:
+            yield connection
+        finally:
+            client.shutdown(socket.SHUT_RDWR)  # ends the reader's recv()
+            connection.join()

@@ -93,6 +93,17 @@ class Coordinator:
             if not self._condition.wait_for(lambda: event in self._events, timeout):
                 raise AssertionError(f"no {event!r} within {timeout} s; seen {self._events}")
 
+    def started_at(self, tag: str, timeout: float = 15.0) -> float:
+        """When the task tagged `tag` said it started (`common.report_start`), on its clock."""
+        prefix = f"started {tag} "
+        with self._condition:
+            if not self._condition.wait_for(
+                lambda: any(event.startswith(prefix) for event in self._events), timeout
+            ):
+                raise AssertionError(f"no {prefix!r} within {timeout} s; seen {self._events}")
+            event = next(event for event in self._events if event.startswith(prefix))
+        return float(event.removeprefix(prefix))
+
     def allow(self, tag: str) -> None:
         """Let the task (or handler) that said `ready <tag>` go on."""
         with self._condition:

@@ -24,8 +24,9 @@ from jumpqueue import (
     Status,
 )
 from jumpqueue.asgi import JumpQueueMiddleware, Message, Receive, Scope, Send
+from jumpqueue.integration import LARGE_BODY
 
-from .fakes import serve_asgi
+from .fakes import http_scope, loopback_connection, serve_asgi
 
 T = TypeVar("T")
 WAIT = 5.0
@@ -174,6 +175,62 @@ def test_asgi_middleware_waits_for_the_last_trailers() -> None:
     assert seen == [Status.HELD] * 4
     assert calls[0].wait(WAIT)
     assert calls[0].status is Status.SUCCEEDED
+
+
+def test_asgi_middleware_sends_a_large_final_body_in_parts_through_flow_control() -> None:
+    calls: list[Deferred[None]] = []
+    body = bytes(range(256)) * (LARGE_BODY // 64) + b"tail"
+    parts: list[tuple[int, bool, Status]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(jumpqueue.defer(noop))
+        await respond(send, body=body)
+
+    def on_send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            parts.append((len(message["body"]), message.get("more_body", False), calls[0].status))
+
+    exchange = run(serve_asgi(JumpQueueMiddleware(app), on_send=on_send))
+    assert exchange.body == body
+    # Each part's send returns only once the server took it (its flow control).
+    assert parts == [(LARGE_BODY, True, Status.HELD)] * 4 + [(4, False, Status.HELD)]
+    assert calls[0].wait(WAIT)
+
+
+def test_asgi_middleware_sends_a_small_body_as_it_is() -> None:
+    message = {"type": "http.response.body", "body": b"x" * LARGE_BODY}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        jumpqueue.defer(noop)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send(message)
+
+    exchange = run(serve_asgi(JumpQueueMiddleware(app)))
+    assert exchange.sent[1] is message
+
+
+def test_asgi_middleware_releases_a_large_body_once_the_client_has_it() -> None:
+    arrived: list[int] = []
+    calls: list[Deferred[None]] = []
+    with loopback_connection() as connection:
+        # What the server wrote of the body and its kernel still holds.
+        queued = connection.fill()
+        scope = http_scope(
+            server=connection.server.getsockname(), client=connection.server.getpeername()
+        )
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            calls.append(jumpqueue.defer(lambda: arrived.append(connection.arrived())))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"x" * queued, "more_body": True})
+            connection.read_slowly()
+            await send({"type": "http.response.body", "body": b""})
+            assert calls[0].status is not Status.HELD  # the final send returns once released
+
+        exchange = run(serve_asgi(JumpQueueMiddleware(app), scope))
+        assert exchange.error is None
+        assert calls[0].wait(WAIT)
+    assert arrived[0] >= queued
 
 
 def test_asgi_middleware_passes_other_scopes_through_untouched() -> None:

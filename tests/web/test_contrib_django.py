@@ -17,7 +17,7 @@ import jumpqueue
 from jumpqueue import ConfigurationError, Deferred, Runtime, Status
 from jumpqueue.integration import RequestScope
 
-from .fakes import http_scope, serve_asgi
+from .fakes import http_scope, loopback_connection, serve_asgi
 
 pytest.importorskip("django")
 
@@ -124,6 +124,56 @@ def test_contrib_django_under_asgi_holds_calls_until_close() -> None:
     assert held is Status.HELD
     assert calls[0].wait(WAIT)
     assert calls[0].status is Status.SUCCEEDED
+
+
+def test_contrib_django_releases_a_large_body_once_the_client_has_it() -> None:
+    from django.http import HttpResponse
+
+    arrived: list[int] = []
+    calls: list[Deferred[None]] = []
+    with loopback_connection() as connection:
+        queued = connection.fill()  # what the server wrote of the body and its kernel holds
+
+        def view(request: HttpRequest) -> HttpResponseBase:
+            calls.append(jumpqueue.defer(lambda: arrived.append(connection.arrived())))
+            return HttpResponse(b"x" * queued)
+
+        wsgi_request = request()
+        wsgi_request.META["gunicorn.socket"] = connection.server
+        response = glue(view)(wsgi_request)
+        connection.read_slowly()
+        response.close()  # gunicorn's, after its last write
+        assert calls[0].wait(WAIT)
+    assert arrived[0] >= queued
+
+
+def test_contrib_django_under_asgi_releases_a_large_body_once_the_client_has_it() -> None:
+    from django.http import HttpResponse
+
+    arrived: list[int] = []
+    calls: list[Deferred[None]] = []
+    with loopback_connection() as connection:
+        queued = connection.fill()
+
+        async def view(request: HttpRequest) -> HttpResponseBase:
+            calls.append(jumpqueue.defer(lambda: arrived.append(connection.arrived())))
+            return HttpResponse(b"x" * queued)
+
+        async def serve() -> None:
+            asgi_request = request()
+            asgi_request.scope = {  # type: ignore[attr-defined]
+                "server": connection.server.getsockname(),
+                "client": connection.server.getpeername(),
+            }
+            response = await glue(view)(asgi_request)
+            connection.read_slowly()
+            # As Django's handler does after the final body message: in a thread.
+            await asyncio.to_thread(response.close)
+            assert calls[0].status is Status.HELD  # the event loop waits for the client
+            await asyncio.to_thread(calls[0].wait, WAIT)
+
+        asyncio.run(serve())
+    assert arrived[0] >= queued
 
 
 def test_contrib_django_under_asgi_skips_calls_of_a_cancelled_view() -> None:

@@ -7,6 +7,7 @@ import io
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,7 +23,7 @@ from jumpqueue import (
 )
 from jumpqueue.wsgi import JumpQueueMiddleware
 
-from .fakes import FileWrapper, serve_wsgi, wsgi_environ
+from .fakes import FileWrapper, loopback_connection, serve_wsgi, wsgi_environ
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -56,6 +57,36 @@ def test_wsgi_middleware_holds_calls_until_the_server_closes_the_body() -> None:
     assert seen == [Status.HELD, Status.HELD]
     assert all(call.wait(WAIT) for call in calls)
     assert [call.status for call in calls] == [Status.SUCCEEDED] * 2
+
+
+@pytest.mark.parametrize("how", ["iterable", "file", "finish_request"])
+def test_wsgi_middleware_releases_a_large_body_once_the_client_has_it(
+    how: str, tmp_path: Path
+) -> None:
+    arrived: list[int] = []
+    calls: list[Deferred[None]] = []
+    with loopback_connection() as connection:
+        queued = connection.fill()  # what the server wrote of the body and its kernel holds
+        path = tmp_path / "body"
+        path.write_bytes(b"x" * queued)
+
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            calls.append(jumpqueue.defer(lambda: arrived.append(connection.arrived())))
+            if how == "finish_request":
+                jumpqueue.finish_request((200, [], b"x" * queued))
+                return []
+            start_response("200 OK", [])
+            if how == "file":
+                wrapper: type[FileWrapper] = environ["wsgi.file_wrapper"]
+                return wrapper(path.open("rb"))
+            return [b"x" * queued]
+
+        connection.read_slowly()
+        environ = wsgi_environ()
+        environ["gunicorn.socket"] = connection.server
+        serve_wsgi(JumpQueueMiddleware(app), environ)
+        assert calls[0].wait(WAIT)
+    assert arrived[0] >= queued
 
 
 @pytest.mark.parametrize("status", ["400 Bad Request", "500 Internal Server Error"])

@@ -2,6 +2,7 @@
 
 `finish`: `finish_request()` and the exchange it talks to; `serving`: counters,
 the 503 answer and carried headers; `lifespan`: the runtime at server start and
-stop; `responses`: framework responses turned into what a server sends. The
-public face of these parts is `jumpqueue.integration`.
+stop; `responses`: framework responses turned into what a server sends;
+`sent`: when a large body has reached the client. The public face of these
+parts is `jumpqueue.integration`.
 """

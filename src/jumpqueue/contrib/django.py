@@ -5,12 +5,14 @@
 
 It works under WSGI and ASGI. Calls deferred during a request are handed to the
 runtime when Django's handler closes the response, which it does after the last
-byte was sent; only if the status is below 400 (Django turns exceptions into
-500 responses), unless the task says `always=True`. An `OverloadedError` from
-`defer()` becomes `503 Service Unavailable` with `Retry-After`. Every thread
-task closes stale database connections before and after it runs, as Django's
-request cycle does. `finish_request()` needs jumpqueue's WSGI or ASGI
-middleware around the whole application as well (see docs/frameworks.md).
+byte was sent (after a large body, once the client has it: see
+`jumpqueue.integration.wait_until_received`); only if the status is below 400
+(Django turns exceptions into 500 responses), unless the task says
+`always=True`. An `OverloadedError` from `defer()` becomes `503 Service
+Unavailable` with `Retry-After`. Every thread task closes stale database
+connections before and after it runs, as Django's request cycle does.
+`finish_request()` needs jumpqueue's WSGI or ASGI middleware around the whole
+application as well (see docs/frameworks.md).
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from jumpqueue import ConfigurationError, OverloadedError
 from jumpqueue.integration import (
+    LARGE_BODY,
     OVERLOADED_BODY,
     HttpCounters,
     RequestScope,
+    await_until_received,
     current_scope,
     log_overloaded,
     overloaded_headers,
+    wait_until_received,
     wrap_calls,
 )
 
@@ -90,7 +95,7 @@ class JumpQueueMiddleware:
         finally:
             scope.deactivate(scope_token)
         if outer is None:  # else jumpqueue's WSGI/ASGI middleware releases the scope
-            _release_on_close(response, scope)
+            _release_on_close(response, scope, request.META)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -108,7 +113,7 @@ class JumpQueueMiddleware:
         finally:
             scope.deactivate(scope_token)
         if outer is None:
-            _release_on_close(response, scope)
+            _release_on_close_async(response, scope, getattr(request, "scope", {}))
         return response
 
     def process_exception(
@@ -127,18 +132,82 @@ class JumpQueueMiddleware:
         return response
 
 
-def _release_on_close(response: HttpResponseBase, scope: RequestScope) -> None:
-    # Django's handlers close the response once its last byte is sent (WSGI: the
-    # server closes the iterable; ASGI: the handler, after the final body message).
+def _release_on_close(
+    response: HttpResponseBase, scope: RequestScope, environ: dict[str, Any]
+) -> None:
+    # The WSGI server closes the iterable (the response) once its last byte is sent.
     close = response.close
 
     def close_then_release() -> None:
         try:
             close()
         finally:
-            scope.release(succeeded=response.status_code < 400)  # noqa: PLR2004
+            try:
+                if len(scope):  # held calls wait until the client has a large body
+                    wait_until_received(environ, body_size=_body_size(response))
+            finally:
+                scope.release(succeeded=response.status_code < 400)  # noqa: PLR2004
 
     response.close = close_then_release  # type: ignore[method-assign]
+
+
+def _release_on_close_async(
+    response: HttpResponseBase, scope: RequestScope, asgi_scope: dict[str, Any]
+) -> None:
+    # Django's ASGI handler closes the response, in a thread, after the final body
+    # message; a thread all sync code shares, so the wait for a large body's
+    # client goes to the event loop.
+    loop = asyncio.get_running_loop()
+    close = response.close
+
+    def close_then_release() -> None:
+        succeeded = response.status_code < 400  # noqa: PLR2004
+        size = _body_size(response)
+        try:
+            close()
+        finally:
+            if not len(scope) or (size is not None and size < LARGE_BODY):
+                scope.release(succeeded=succeeded)
+            else:
+                scope.seal()  # the journal's commit stays off the event loop
+                try:
+                    loop.call_soon_threadsafe(
+                        functools.partial(
+                            _release_when_received, scope, asgi_scope, succeeded=succeeded
+                        )
+                    )
+                except RuntimeError:  # the loop is closed: nothing can wait any more
+                    scope.release(succeeded=succeeded)
+
+    response.close = close_then_release  # type: ignore[method-assign]
+
+
+_releasing: set[asyncio.Task[None]] = set()
+
+
+def _release_when_received(
+    scope: RequestScope, asgi_scope: dict[str, Any], *, succeeded: bool
+) -> None:
+    task = asyncio.create_task(_arelease_when_received(scope, asgi_scope, succeeded=succeeded))
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
+
+
+async def _arelease_when_received(
+    scope: RequestScope, asgi_scope: dict[str, Any], *, succeeded: bool
+) -> None:
+    try:
+        await await_until_received(asgi_scope)
+    finally:
+        scope.release(succeeded=succeeded)
+
+
+def _body_size(response: HttpResponseBase) -> int | None:
+    """The body's length, or None for a streamed one whose length is not declared."""
+    if isinstance(response, HttpResponse):
+        return len(response.content)
+    length = response.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
 
 
 def _fresh_connections_factory() -> Callable[[], contextlib.AbstractContextManager[None]]:

@@ -21,7 +21,7 @@ async def respond(send: Send, status: int, body: bytes, content_type: str = "tex
 
 
 async def routes(scope: Scope, receive: Receive, send: Send) -> None:
-    """The test routes: /ordering, /fail, /finish, /work, /stats."""
+    """The test routes: /ordering, /fail, /finish, /work, /large, /stats."""
     query: dict[str, Any] = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
     path = scope["path"]
     if path == "/ordering":
@@ -45,6 +45,9 @@ async def routes(scope: Scope, receive: Receive, send: Send) -> None:
     elif path == "/work":
         jumpqueue.defer(common.pause, int(query["ms"]))
         await respond(send, 200, b"ok")
+    elif path == "/large":
+        jumpqueue.defer(common.report_start, query["tag"])
+        await respond(send, 200, common.large_body(int(query["size"])), "application/octet-stream")
     elif path == "/stats":
         await respond(send, 200, common.stats_body(COUNTERS), "application/json")
     else:

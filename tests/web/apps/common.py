@@ -78,6 +78,18 @@ async def ablock(tag: str) -> None:
         writer.close()
 
 
+def report_start(tag: str) -> None:
+    """Tell the test when the task tagged `tag` started, on the system-wide monotonic clock."""
+    started = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process on Linux
+    with socket.create_connection(_address(), timeout=BLOCK_LIMIT) as sock:
+        sock.sendall(f"started {tag} {started!r}\n".encode())
+
+
+def large_body(size: int) -> bytes:
+    """The body of the /large route: `size` bytes."""
+    return b"x" * size
+
+
 def pause(milliseconds: int) -> None:
     """The work of the overload tests: hold a worker for a while."""
     time.sleep(milliseconds / 1000)

@@ -61,6 +61,15 @@ def work(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+def large(request: HttpRequest) -> HttpResponse:
+    """A large body: its call starts once the client has the last byte."""
+    jumpqueue.defer(common.report_start, request.GET["tag"])
+    body = common.large_body(int(request.GET["size"]))
+    response = HttpResponse(body, content_type="application/octet-stream")
+    response["Content-Length"] = str(len(body))
+    return response
+
+
 def stats(request: HttpRequest) -> HttpResponse:
     """The runtime's stats and the glue's counters."""
     return HttpResponse(
@@ -73,5 +82,6 @@ urlpatterns = [
     path("fail", fail),
     path("finish", finish),
     path("work", work),
+    path("large", large),
     path("stats", stats),
 ]

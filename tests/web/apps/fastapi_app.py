@@ -59,6 +59,13 @@ async def work(ms: int) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
+@app.get("/large")
+async def large(tag: str, size: int) -> Response:
+    """A large body: its call starts once the client has the last byte."""
+    jumpqueue.defer(common.report_start, tag)
+    return Response(common.large_body(size), media_type="application/octet-stream")
+
+
 @app.get("/stats")
 async def stats() -> Response:
     """The runtime's stats and the middleware's counters."""

@@ -56,6 +56,15 @@ def work() -> Response:
     return Response("ok")
 
 
+@app.get("/large")
+def large() -> Response:
+    """A large body: its call starts once the client has the last byte."""
+    jumpqueue.defer(common.report_start, request.args["tag"])
+    return Response(
+        common.large_body(int(request.args["size"])), mimetype="application/octet-stream"
+    )
+
+
 @app.get("/stats")
 def stats() -> Response:
     """The runtime's stats and the extension's counters."""

@@ -45,10 +45,17 @@ async def work(ms: int) -> str:
     return "ok"
 
 
+@get("/large")
+async def large(tag: str, size: int) -> Response[bytes]:
+    """A large body: its call starts once the client has the last byte."""
+    jumpqueue.defer(common.report_start, tag)
+    return Response(common.large_body(size), media_type="application/octet-stream")
+
+
 @get("/stats")
 async def stats() -> Response[bytes]:
     """The runtime's stats and the plugin's counters."""
     return Response(common.stats_body(PLUGIN.counters), media_type="application/json")
 
 
-app = Litestar(route_handlers=[ordering, fail, finish, work, stats], plugins=[PLUGIN])
+app = Litestar(route_handlers=[ordering, fail, finish, work, large, stats], plugins=[PLUGIN])

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 COUNTERS = HttpCounters()
 
 
-def routes(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """The test routes: /ordering, /fail, /finish, /work, /stats."""
+def routes(  # noqa: PLR0911 -- one return per route reads best
+    environ: WSGIEnvironment, start_response: StartResponse
+) -> Iterable[bytes]:
+    """The test routes: /ordering, /fail, /finish, /work, /large, /stats."""
     query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
     path = environ["PATH_INFO"]
     if path == "/ordering":
@@ -42,6 +44,14 @@ def routes(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[
         jumpqueue.defer(common.pause, int(query["ms"]))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
+    if path == "/large":
+        jumpqueue.defer(common.report_start, query["tag"])
+        body = common.large_body(int(query["size"]))
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
     if path == "/stats":
         start_response("200 OK", [("Content-Type", "application/json")])
         return [common.stats_body(COUNTERS)]
