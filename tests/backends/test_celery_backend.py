@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import kombu
+import kombu.exceptions
 import pytest
 import redis
 
@@ -29,6 +31,7 @@ from .conftest import (
     Process,
     Reporter,
     asgi_app,
+    free_port,
     require,
     ride_out_broker_outage,
     served,
@@ -279,3 +282,19 @@ def test_celery_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
     assert counts["handed_off"] == 2
     assert counts["handoff_failures"] >= 1
     assert counts["handoff_fallbacks"] == len(outage.local) == outage.sent - 1
+
+
+def test_celery_ping_answers_while_rabbitmq_does_and_fails_fast_when_nothing_listens(
+    rabbitmq: Callable[[], str],
+) -> None:
+    config = jumpqueue.Config(handoff_timeout=1.0)
+    executor = CeleryBackend(RABBITMQ_URL).open(config, host=None)  # type: ignore[arg-type]
+    executor.ping()
+    executor.close()
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    dead = CeleryBackend(nowhere).open(config, host=None)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(kombu.exceptions.OperationalError, match="refused"):
+        dead.ping()
+    assert time.monotonic() - started < 3 * config.handoff_timeout
+    dead.close()

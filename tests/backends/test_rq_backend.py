@@ -29,6 +29,7 @@ from .conftest import (
     Process,
     Reporter,
     asgi_app,
+    free_port,
     require,
     ride_out_broker_outage,
     served,
@@ -201,3 +202,18 @@ def test_rq_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
     assert counts["handed_off"] == 2
     assert counts["handoff_failures"] >= 1
     assert counts["handoff_fallbacks"] == len(outage.local) == outage.sent - 1
+
+
+def test_rq_ping_answers_while_redis_does_and_fails_fast_when_nothing_listens(
+    connection: redis.Redis,
+) -> None:
+    config = jumpqueue.Config(handoff_timeout=1.0)
+    executor = RQBackend(REDIS_URL).open(config, host=None)  # type: ignore[arg-type]
+    executor.ping()
+    executor.close()
+    dead = RQBackend(f"redis://127.0.0.1:{free_port()}/0").open(config, host=None)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        dead.ping()
+    assert time.monotonic() - started < 3 * config.handoff_timeout
+    dead.close()
