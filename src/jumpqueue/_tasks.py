@@ -279,6 +279,12 @@ def lookup(name: str) -> Task[Any, Any] | None:
     return _registry.get(name)
 
 
+def registered() -> list[Task[Any, Any]]:
+    """Every task known by name so far, in the order they became known."""
+    with _registry_lock:
+        return list(_registry.values())
+
+
 def import_path(fn: Callable[..., Any]) -> str:
     """`module.qualname` of a function, the name it is known by outside this process."""
     module = getattr(fn, "__module__", None) or "?"
