@@ -46,13 +46,15 @@ def tag() -> str:
     return f"celery-{uuid.uuid4().hex[:8]}"
 
 
-def start_worker(broker: str, queue: str, reporter: Reporter) -> Process:
+def start_worker(
+    broker: str, queue: str, reporter: Reporter, app: str = "tests.backends.celery_app"
+) -> Process:
     """A real `celery worker` (solo pool: the task runs in the worker process) on one queue."""
     process = Process(
         [
             str(BIN / "celery"),
             "-A",
-            "tests.backends.celery_app",
+            app,
             "worker",
             "--pool=solo",
             "--queues",
@@ -298,3 +300,36 @@ def test_celery_ping_answers_while_rabbitmq_does_and_fails_fast_when_nothing_lis
         dead.ping()
     assert time.monotonic() - started < 3 * config.handoff_timeout
     dead.close()
+
+
+@pytest.mark.parametrize(
+    ("project", "greeting"),
+    [("django", "read from the Django settings"), ("flask", "read from the Flask app's config")],
+)
+def test_celery_worker_started_as_documented_runs_a_project_task(  # noqa: PLR0917 -- fixtures
+    rabbitmq: Callable[[], str],
+    reporter: Reporter,
+    use_runtime: RuntimeFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    project: str,
+    greeting: str,
+) -> None:
+    from .startup import flask_app
+    from .startup import tasks as django_tasks
+
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)  # as on a fresh worker machine
+    queue = rabbitmq()
+    use_runtime(backend=f"celery+{RABBITMQ_URL}", backend_queue=queue)
+    worker = start_worker(
+        RABBITMQ_URL, queue, reporter, app=f"tests.backends.startup.{project}_celery"
+    )
+    try:
+        greet = django_tasks.greet if project == "django" else flask_app.greet
+        name = tag()
+        handle = greet.defer(name)
+        assert handle.wait(10)
+        assert handle.status is Status.HANDED_OFF
+        [event] = reporter.wait(name)
+    finally:
+        worker.kill()  # its work is done: no need to wait for a warm shutdown
+    assert event["greeting"] == greeting
