@@ -385,3 +385,34 @@ def test_check_as_a_command_reports_an_environment_no_runtime_can_be_made_of() -
         },
         "1 problem(s) found",
     )
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (
+            "echo 'ImportError: something at start-up' >&2; exit 1",
+            "failed before it could look the task up: ImportError: something at start-up",
+        ),
+        ("exec sleep 10", "did not import it within 0.5 s"),
+    ],
+)
+def test_check_a_new_process_that_fails_or_hangs_is_a_problem(  # noqa: PLR0917 -- fixtures
+    write_app: WriteApp,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    script: str,
+    expected: str,
+) -> None:
+    from jumpqueue import _check_cli
+
+    app = write_app(app=GOOD_APP)
+    interpreter = tmp_path / "interpreter"
+    interpreter.write_text(f"#!/bin/sh\n{script}\n")
+    interpreter.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    monkeypatch.setattr(_check_cli, "IMPORT_LIMIT", 0.5)
+    status, findings, _ = check(capsys, "--app", app)
+    assert findings[f"task {app}.send_receipt"] == f"PROBLEM a new process {expected}"
+    assert status == 1
