@@ -279,7 +279,7 @@ def test_check_a_backend_without_ping_gets_a_note(
     assert status == 0
 
 
-def test_check_a_reachable_redis_for_rq_and_a_flask_application_gets_a_note(
+def test_check_a_reachable_redis_for_rq_and_a_flask_application_factory_gets_a_note(
     write_app: WriteApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
     require(6379, "Redis")
@@ -289,12 +289,14 @@ def test_check_a_reachable_redis_for_rq_and_a_flask_application_gets_a_note(
         import jumpqueue
         from jumpqueue.contrib.flask import JumpQueue
 
-        app = flask.Flask(__name__)
-        app.config["JUMPQUEUE_BACKEND"] = "rq+{REDIS_URL}"
-        JumpQueue(app)
+        def create_app():
+            app = flask.Flask(__name__)
+            app.config["JUMPQUEUE_BACKEND"] = "rq+{REDIS_URL}"
+            JumpQueue(app)
+            return app
         """
     )
-    status, findings, _ = check(capsys, "--app", f"{app}:app")
+    status, findings, _ = check(capsys, "--app", f"{app}:create_app()")
     assert findings["configuration"] == f"ok valid; backend=rq+{REDIS_URL}"
     assert findings[f"backend rq+{REDIS_URL}"].startswith("ok the broker answered in ")
     assert findings["workers (Flask)"] == (

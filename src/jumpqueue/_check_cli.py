@@ -1,9 +1,10 @@
 """`jumpqueue check`: what would fail once calls leave this process, found before production.
 
-It imports the application (`--app module:attr`), then reports one line per
-finding: the configuration in force is valid; every `@jumpqueue.task` can be
-found by its name in a new process, as a worker or a journal's next owner finds
-it; the broker of the configured backend (or of `--backend URL`) answers within
+It loads the application (`--app module`, `module:attr`, or `module:factory()`
+to call an application factory), then reports one line per finding: the
+configuration in force is valid; every `@jumpqueue.task` can be found by its
+name in a new process, as a worker or a journal's next owner finds it; the
+broker of the configured backend (or of `--backend URL`) answers within
 `handoff_timeout`; the journal, if any, can be opened and written.
 
 Exit statuses: 0 no problem; 1 a problem found; 2 the application cannot be loaded.
@@ -58,7 +59,9 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     """Add `check` to the `jumpqueue` parser."""
     check = commands.add_parser("check", help="what would fail once calls leave this process")
     check.add_argument(
-        "--app", required=True, help="module:attr to import: it configures and declares the tasks"
+        "--app",
+        required=True,
+        help="module, module:attr or module:factory() to load: it configures and declares tasks",
     )
     check.add_argument(
         "--backend",
@@ -101,7 +104,10 @@ def _load(app: str) -> None:
         sys.path.insert(0, os.getcwd())  # as a worker started in the project's directory
     loaded = importlib.import_module(module)
     if attribute:
-        getattr(loaded, attribute)
+        factory = attribute.removesuffix("()")
+        found = getattr(loaded, factory)
+        if factory != attribute:
+            found()  # an application factory (Flask's `create_app()`) configures when called
 
 
 def _report(findings: list[Finding], out: TextIO) -> int:
