@@ -81,6 +81,15 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
 }
 # Single tests in modules that are otherwise quick and self-contained.
 MARK_BY_TEST: dict[str, dict[str, str]] = {
+    "test_check_cli.py": {
+        "test_check_a_reachable_redis_for_rq_and_a_flask_application_factory_gets_a_note": (
+            "broker"
+        ),
+        "test_check_a_reachable_rabbitmq_for_celery_given_on_the_command_line": "broker",
+        "test_check_as_a_command_reads_the_environment_and_sets_django_up_as_a_worker_would": (
+            "broker"
+        ),
+    },
     "test_cli.py": {
         "test_cli_demo_serves_a_spike_on_a_real_server_and_accounts_for_every_call": "server",
     },

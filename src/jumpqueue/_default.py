@@ -107,8 +107,13 @@ def defer(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]
 
     Raises:
         InvalidCallError: fn is not callable, is a coroutine object, or the
-            arguments do not fit its signature.
+            arguments do not fit its signature; or, with `backend` or
+            `check_handoff` set, the call could not leave the process (a
+            lambda, a closure, a function of `__main__`, arguments the
+            serializer cannot carry).
         OverloadedError: the backlog is full and the policy rejects.
+        HandOffError: the task's fallback is "raise" and its backend's broker
+            was found unreachable moments ago.
         RuntimeClosedError: the default runtime is shut down (one drained by a
             server's shutdown is renewed instead, see `integration.drain_runtime`).
     """
@@ -139,7 +144,7 @@ def submit(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any
     Outside a request it is the same as `defer()`.
 
     Raises:
-        InvalidCallError, OverloadedError, RuntimeClosedError: as `defer()`.
+        InvalidCallError, OverloadedError, HandOffError, RuntimeClosedError: as `defer()`.
     """
     return serving_runtime().submit(fn, *args, **kwargs)
 

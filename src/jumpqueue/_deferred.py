@@ -219,8 +219,9 @@ class Deferred(Generic[R]):
             WaitDeadlockError: the wait could never end (see `wait()`).
             TaskTimeoutError: the call ran past its own timeout.
             TaskNotRunError: the call was shed, skipped or abandoned; or it was
-                handed off to a backend (status "handed_off"), whose engine holds
-                its outcome, under the same id.
+                journaled (status "journaled": it runs from the journal, which
+                records its outcome); or it was handed off to a backend (status
+                "handed_off"), whose engine holds its outcome, under the same id.
             Exception: whatever the call itself raised.
         """
         error = self.exception(timeout)

@@ -12,7 +12,8 @@ JumpQueueError
 ├── RuntimeClosedError                     the runtime is shut down or shutting down
 ├── JournalError                           a file is not a journal this version can use
 ├── TaskTimeoutError                       the call ran past its timeout
-├── TaskNotRunError                        the call was shed, skipped, abandoned or handed off
+├── TaskNotRunError                        the call was shed, skipped, abandoned, journaled
+│                                          or handed off
 ├── WaitDeadlockError (also RuntimeError)  waiting here on a call could never end
 ├── HandOffError                           the backend could not take a call ("raise" fallback)
 ├── WorkerCrashedError                     the child process running the call died
@@ -83,7 +84,7 @@ class TaskTimeoutError(JumpQueueError):
 
 
 class TaskNotRunError(JumpQueueError):
-    """A deferred call ended without running to completion (shed, skipped, abandoned).
+    """A deferred call has no outcome here: shed, skipped, abandoned, journaled or handed off.
 
     Attributes:
         status: the final status of the call.

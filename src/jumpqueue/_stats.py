@@ -15,7 +15,7 @@ class Stats:
     `submitted == finished + in_flight` always holds.
 
     Attributes:
-        submitted: calls accepted by `defer()` (including those then shed), and
+        submitted: calls accepted by `defer()` or `submit()` (including those then shed), and
             calls taken up from the journal to run here (see `recovered`).
         started: attempts started (a retried call starts more than once).
         succeeded, failed, timed_out, skipped, abandoned: calls in that final state.

@@ -50,7 +50,8 @@ class TaskOptions:
             `task_timeout`; `math.inf` for no limit at all.
         retries: further attempts after the first one fails (0 for none):
             `retries=3` makes at most 4 attempts in all.
-        retry_backoff: seconds before the first retry.
+        retry_backoff: seconds before the first retry (before every retry
+            with `retry_schedule="fixed"`).
         retry_schedule: "exponential" (the default: the wait doubles with
             each retry, up to 300 s, less up to half of it at random, so that
             calls that failed together do not retry together), or "fixed"
@@ -171,7 +172,8 @@ class Task(Generic[P, R]):
     """A function decorated with `@jumpqueue.task`: still callable, and deferrable.
 
     Calling the task calls the function. `task.defer(...)` defers a call on the
-    default runtime; `task.options(...)` returns a copy with options overridden.
+    default runtime, `task.submit(...)` runs one now (see `jumpqueue.submit`);
+    `task.options(...)` returns a copy with options overridden.
     """
 
     def __init__(self, fn: Callable[P, R], options: TaskOptions) -> None:
@@ -277,6 +279,12 @@ def register(declared: Task[Any, Any]) -> None:
 def lookup(name: str) -> Task[Any, Any] | None:
     """The registered task of that name, or None."""
     return _registry.get(name)
+
+
+def registered() -> list[Task[Any, Any]]:
+    """Every task known by name so far, in the order they became known."""
+    with _registry_lock:
+        return list(_registry.values())
 
 
 def import_path(fn: Callable[..., Any]) -> str:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import _check_cli
 from ._journal import cli as _journal_cli
 from ._runtime import Runtime
 
@@ -19,7 +20,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seconds", type=float, default=None, help="shorten or stretch the demo")
     demo.add_argument("--plot", type=Path, default=None, help="write the timeline to this PNG")
     _journal_cli.add_commands(commands)
+    _check_cli.add_command(commands)
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check_cli.run(args)
     if args.command in _journal_cli.COMMANDS:
         return _journal_cli.run(args, make_runtime=Runtime)
     if args.command == "demo":

@@ -2,8 +2,9 @@
 
 Both modes keep what production does with a request: a call deferred during a
 request is held until its response has been sent, and skipped if the request
-failed (unless its task says `always=True`); the overload policy, retries and
-timeouts apply. What changes is where calls run:
+failed (unless its task says `always=True`); the overload policy applies, and
+so do the checks of a configured `backend` or of `check_handoff`; a call that
+runs gets its task's retries and timeout. What changes is where calls run:
 
     with jumpqueue.testing.immediate() as calls:      # in the test's thread
         response = client.post("/signup", data={"email": "a@example.com"})

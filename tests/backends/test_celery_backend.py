@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import kombu
+import kombu.exceptions
 import pytest
 import redis
 
@@ -29,6 +31,7 @@ from .conftest import (
     Process,
     Reporter,
     asgi_app,
+    free_port,
     require,
     ride_out_broker_outage,
     served,
@@ -43,13 +46,15 @@ def tag() -> str:
     return f"celery-{uuid.uuid4().hex[:8]}"
 
 
-def start_worker(broker: str, queue: str, reporter: Reporter) -> Process:
+def start_worker(
+    broker: str, queue: str, reporter: Reporter, app: str = "tests.backends.celery_app"
+) -> Process:
     """A real `celery worker` (solo pool: the task runs in the worker process) on one queue."""
     process = Process(
         [
             str(BIN / "celery"),
             "-A",
-            "tests.backends.celery_app",
+            app,
             "worker",
             "--pool=solo",
             "--queues",
@@ -279,3 +284,52 @@ def test_celery_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
     assert counts["handed_off"] == 2
     assert counts["handoff_failures"] >= 1
     assert counts["handoff_fallbacks"] == len(outage.local) == outage.sent - 1
+
+
+def test_celery_ping_answers_while_rabbitmq_does_and_fails_fast_when_nothing_listens(
+    rabbitmq: Callable[[], str],
+) -> None:
+    config = jumpqueue.Config(handoff_timeout=1.0)
+    executor = CeleryBackend(RABBITMQ_URL).open(config, host=None)  # type: ignore[arg-type]
+    executor.ping()
+    executor.close()
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    dead = CeleryBackend(nowhere).open(config, host=None)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(kombu.exceptions.OperationalError, match="refused"):
+        dead.ping()
+    assert time.monotonic() - started < 3 * config.handoff_timeout
+    dead.close()
+
+
+@pytest.mark.parametrize(
+    ("project", "greeting"),
+    [("django", "read from the Django settings"), ("flask", "read from the Flask app's config")],
+)
+def test_celery_worker_started_as_documented_runs_a_project_task(  # noqa: PLR0917 -- fixtures
+    rabbitmq: Callable[[], str],
+    reporter: Reporter,
+    use_runtime: RuntimeFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    project: str,
+    greeting: str,
+) -> None:
+    from .startup import flask_app
+    from .startup import tasks as django_tasks
+
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)  # as on a fresh worker machine
+    queue = rabbitmq()
+    use_runtime(backend=f"celery+{RABBITMQ_URL}", backend_queue=queue)
+    worker = start_worker(
+        RABBITMQ_URL, queue, reporter, app=f"tests.backends.startup.{project}_celery"
+    )
+    try:
+        greet = django_tasks.greet if project == "django" else flask_app.greet
+        name = tag()
+        handle = greet.defer(name)
+        assert handle.wait(10)
+        assert handle.status is Status.HANDED_OFF
+        [event] = reporter.wait(name)
+    finally:
+        worker.kill()  # its work is done: no need to wait for a warm shutdown
+    assert event["greeting"] == greeting

@@ -69,6 +69,10 @@ class FakeTransport:
         self.sent.append((message, timeout))
         return not self.duplicate
 
+    def ping(self) -> None:
+        if self.failing is not None:
+            raise self.failing
+
     def close(self) -> None:
         self.closed.set()
 
@@ -413,3 +417,14 @@ def test_handoff_sender_survives_an_unexpected_error(
     second = runtime.defer(collect, "second")
     assert second.wait(5)
     assert second.status is Status.HANDED_OFF  # the sender is still there
+
+
+def test_handoff_ping_asks_the_transport_and_sends_nothing() -> None:
+    backend = FakeBackend()
+    executor = backend.open(Config(), host=None)
+    executor.ping()
+    backend.transport.failing = ConnectionError("broker gone")
+    with pytest.raises(ConnectionError, match="broker gone"):
+        executor.ping()
+    executor.close()
+    assert backend.transport.sent == []

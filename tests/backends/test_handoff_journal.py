@@ -58,6 +58,10 @@ class FlakyTransport:
         with self._changed:
             return self._changed.wait_for(lambda: len(self.sent) >= count, timeout)
 
+    def ping(self) -> None:
+        if self.down:
+            raise ConnectionError("broker gone")
+
     def close(self) -> None:
         pass
 

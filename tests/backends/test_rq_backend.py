@@ -29,6 +29,7 @@ from .conftest import (
     Process,
     Reporter,
     asgi_app,
+    free_port,
     require,
     ride_out_broker_outage,
     served,
@@ -201,3 +202,97 @@ def test_rq_broker_stopped_mid_test_falls_back_and_hand_off_resumes(
     assert counts["handed_off"] == 2
     assert counts["handoff_failures"] >= 1
     assert counts["handoff_fallbacks"] == len(outage.local) == outage.sent - 1
+
+
+def test_rq_ping_answers_while_redis_does_and_fails_fast_when_nothing_listens(
+    connection: redis.Redis,
+) -> None:
+    config = jumpqueue.Config(handoff_timeout=1.0)
+    executor = RQBackend(REDIS_URL).open(config, host=None)  # type: ignore[arg-type]
+    executor.ping()
+    executor.close()
+    dead = RQBackend(f"redis://127.0.0.1:{free_port()}/0").open(config, host=None)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        dead.ping()
+    assert time.monotonic() - started < 3 * config.handoff_timeout
+    dead.close()
+
+
+def start_rq_worker(queue: str, reporter: Reporter, *options: str) -> Process:
+    """An `rq worker` of its own on a queue, started as a project would start it."""
+    name = f"{queue}-{uuid.uuid4().hex[:4]}"  # a name that a killed worker left is refused
+    return Process(
+        [str(BIN / "rq"), "worker", "--url", REDIS_URL, *options, "--name", name, queue],
+        env={REPORT_ENV: reporter.address},
+    )
+
+
+def test_rq_django_worker_started_as_documented_runs_tasks_that_use_settings(
+    queue: str,
+    connection: redis.Redis,
+    reporter: Reporter,
+    use_runtime: RuntimeFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from .startup import tasks as django_tasks
+
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)  # as on a fresh worker machine
+    django_queue = f"{queue}-django"
+    use_runtime(backend=f"rq+{REDIS_URL}", backend_queue=django_queue)
+    name = tag()
+
+    # A plain `rq worker` knows nothing of Django: the task fails there.
+    unready = django_tasks.greet.defer(f"{name}-plain")
+    assert unready.wait(10)
+    plain = start_rq_worker(django_queue, reporter)
+    try:
+        job = wait_for_job(unready.id, connection, JobStatus.FAILED)
+    finally:
+        plain.kill()
+    assert job.get_status() == JobStatus.FAILED, "".join(plain.lines[-30:])
+    result = job.latest_result()
+    assert result is not None
+    assert "settings are not configured" in (result.exc_string or "")
+
+    # Started as docs/migration.md shows, on the same queue, it runs the same task.
+    worker = start_rq_worker(
+        django_queue,
+        reporter,
+        "--worker-class",
+        "tests.backends.startup.django_rq_worker.DjangoWorker",
+    )
+    try:
+        handle = django_tasks.greet.defer(name)
+        assert handle.wait(10)
+        assert handle.status is Status.HANDED_OFF
+        [event] = reporter.wait(name)
+    finally:
+        worker.kill()  # its work is done: no need to wait for a warm shutdown
+    assert event["greeting"] == "read from the Django settings"
+    assert event["model"] == "auth.User"
+    assert event["pid"] != os.getpid()
+
+
+def test_rq_flask_worker_started_as_documented_runs_tasks_in_an_app_context(
+    queue: str, connection: redis.Redis, reporter: Reporter, use_runtime: RuntimeFactory
+) -> None:
+    from .startup import flask_app
+
+    flask_queue = f"{queue}-flask"
+    use_runtime(backend=f"rq+{REDIS_URL}", backend_queue=flask_queue)
+    name = tag()
+    worker = start_rq_worker(
+        flask_queue,
+        reporter,
+        "--worker-class",
+        "tests.backends.startup.flask_rq_worker.FlaskWorker",
+    )
+    try:
+        handle = flask_app.greet.defer(name)
+        assert handle.wait(10)
+        assert handle.status is Status.HANDED_OFF
+        [event] = reporter.wait(name)
+    finally:
+        worker.kill()  # its work is done: no need to wait for a warm shutdown
+    assert event["greeting"] == "read from the Flask app's config"

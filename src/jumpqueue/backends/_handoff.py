@@ -51,6 +51,9 @@ class Transport(Protocol):
         `timeout` is the task's time limit (None for none), for the engine to enforce.
         """
 
+    def ping(self) -> None:
+        """Raise unless the broker answers, within the client's timeouts (`jumpqueue check`)."""
+
     def close(self) -> None:
         """Release connections; called once, when the executor closes."""
 
@@ -110,6 +113,10 @@ class HandOffExecutor:
     def stuck(self) -> int:
         """Never stuck: every send is bounded by its timeout."""
         return 0
+
+    def ping(self) -> None:
+        """Raise unless the broker answers now, within `handoff_timeout` (`jumpqueue check`)."""
+        self._transport.ping()
 
     def validate(self, deferred: Deferred[Any]) -> None:
         """Refuse at defer time a call that cannot leave the process.

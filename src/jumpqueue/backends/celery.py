@@ -173,6 +173,15 @@ class _CeleryTransport:
                 return True
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def ping(self) -> None:
+        # A connection of its own, closed at once: senders' connections stay as they are.
+        connection = self._app.connection_for_write()
+        try:
+            connection.ensure_connection(max_retries=0)
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
     def _connect(self) -> kombu.Producer:
         connection = self._app.connection_for_write()
         try:

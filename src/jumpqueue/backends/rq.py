@@ -133,6 +133,9 @@ class _RQTransport:
             raise
         return True
 
+    def ping(self) -> None:
+        self._queue.connection.ping()
+
     def close(self) -> None:
         if self._owned:
             self._queue.connection.close()
