@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import jumpqueue
+from jumpqueue._journal.records import make_record
+from jumpqueue._journal.store import Record
 
 
 class Recorder:
@@ -73,6 +75,16 @@ def plain_remember(value: Any) -> Any:
 def never_known(value: Any) -> Any:  # deferred only in tests that prove it is not run
     RECORDER.add(("never_known", value))
     return value
+
+
+def known_record(call_id: str, value: object) -> Record:
+    """A record of `remember(value)`, as the journal would write it."""
+    deferred: jumpqueue.Deferred[object] = jumpqueue.Deferred(
+        remember.name, remember.fn, (value,), {}, remember.task_options, "thread", None
+    )
+    record = make_record(deferred, "json")
+    record.id = call_id
+    return record
 
 
 def connect(path: Path | str) -> sqlite3.Connection:

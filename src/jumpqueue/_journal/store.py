@@ -25,17 +25,89 @@ logger = logging.getLogger("jumpqueue")
 #: a held one was spilled during a request whose outcome its owner awaits.
 PENDING, CLAIMED, HELD = "pending", "claimed", "held"
 DONE, FAILED, SKIPPED, QUARANTINED = "done", "failed", "skipped", "quarantined"
-STATES = (PENDING, CLAIMED, HELD, DONE, FAILED, SKIPPED, QUARANTINED)
+FINISHED = (DONE, FAILED, SKIPPED, QUARANTINED)
+STATES = (PENDING, CLAIMED, HELD, *FINISHED)
 #: Why a record was quarantined: its function is unknown here, or it was altered.
 UNKNOWN, TAMPERED = "unknown", "tampered"
+#: What `Store.counts` calls a state that jumpqueue never writes.
+MALFORMED = "malformed"
 #: What `Store.finish` sets: (state, error, attempts, not_before, handoff_fallbacks, id).
 Outcome = tuple[str, str | None, int, float | None, int, str]
+#: The SQLite storage classes jumpqueue writes in each column. A record with
+#: anything else in a column was changed outside jumpqueue: it is set aside
+#: (quarantined as tampered) instead of being read as a call.
+SHAPE: dict[str, tuple[str, ...]] = {
+    "id": ("text",),
+    "name": ("text",),
+    "serializer": ("text",),
+    "payload": ("blob",),
+    "options": ("text",),
+    "state": ("text",),
+    "owner": ("text", "null"),
+    "lease_until": ("real", "integer", "null"),
+    "attempts": ("integer",),
+    "recoveries": ("integer",),
+    "max_recoveries": ("integer",),
+    "created": ("real", "integer"),
+    "updated": ("real", "integer"),
+    "error": ("text", "null"),
+    "reason": ("text", "null"),
+    "checksum": ("blob",),
+    "not_before": ("real", "integer", "null"),
+    "handoff_fallbacks": ("integer",),
+}
+_COUNTERS = ("attempts", "recoveries", "max_recoveries", "handoff_fallbacks")
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "text": str,
+    "blob": bytes,
+    "integer": int,
+    "real": float,
+    "null": type(None),
+}
 
-_COLUMNS = (
-    "id, name, serializer, payload, options, state, owner, lease_until, attempts, "
-    "recoveries, max_recoveries, created, updated, error, reason, checksum, "
-    "not_before, handoff_fallbacks"
+_COLUMNS = ", ".join(SHAPE)
+# A record as jumpqueue writes it, as an SQL condition (SHAPE, with counters never
+# negative, and an owner for every record that is claimed or held).
+_WELL_FORMED = " AND ".join(
+    [
+        *(
+            f"typeof({column}) IN ({', '.join(repr(kind) for kind in kinds)})"
+            for column, kinds in SHAPE.items()
+        ),
+        *(f"{column} >= 0" for column in _COUNTERS),
+        f"state IN ({', '.join(repr(state) for state in STATES)})",
+        "(owner IS NOT NULL OR state NOT IN ('claimed', 'held'))",
+    ]
 )
+
+
+def malformed(row: sqlite3.Row) -> str | None:
+    """What in a record jumpqueue did not write so (see `SHAPE`), or None if nothing."""
+    problems = []
+    for column, kinds in SHAPE.items():
+        value = row[column]
+        fits = any(
+            isinstance(value, _PYTHON_TYPES[kind]) and not isinstance(value, bool) for kind in kinds
+        )
+        if not fits:
+            problems.append(f"{column} holds {_describe(value)}")
+        elif column in _COUNTERS and value < 0:
+            problems.append(f"{column} is {value}")
+    state = row["state"]
+    if isinstance(state, str) and state not in STATES:
+        problems.append(f"state is {_describe(state)}")
+    elif state in (CLAIMED, HELD) and row["owner"] is None:
+        problems.append(f"it is {state} by nobody")
+    return "; ".join(problems) or None
+
+
+def _describe(value: object) -> str:
+    # A value read from the file, for a log line or an error column: short.
+    kind = "NULL" if value is None else type(value).__name__
+    if value is None:
+        return kind
+    shown = repr(value)
+    return f"{kind} {shown[:40]}{'...' if len(shown) > 40 else ''}"  # noqa: PLR2004
 
 
 class Record:
@@ -201,37 +273,73 @@ class Store:
         room: int,
         lease_until: float,
         alive: Callable[[Owner], bool | None] = is_alive,
-    ) -> list[sqlite3.Row]:
-        """Claim up to `room` runnable records, oldest first, and return them.
+    ) -> tuple[list[sqlite3.Row], list[tuple[str, str]]]:
+        """Claim up to `room` runnable records, oldest first; those taken, and those set aside.
 
         Runnable: pending ones past their `not_before`, and claimed or held ones
         whose owner is dead (on this node) or whose lease has expired (on
         another). A record taken from a dead owner more than its
-        `max_recoveries` times is failed instead.
+        `max_recoveries` times is failed instead; one that jumpqueue did not
+        write as it is (`malformed`) is quarantined, and returned as (its id,
+        the problem).
         """
         connection, now, me = self.connection, time.time(), str(owner)
         where, parameters = self._runnable(owner, alive)
         rows = connection.execute(
-            f"SELECT {_COLUMNS} FROM calls WHERE {where} ORDER BY created LIMIT ?",  # noqa: S608
+            f"SELECT rowid, {_COLUMNS} FROM calls WHERE {where} "  # noqa: S608 -- built here
+            "ORDER BY created LIMIT ?",
             (*parameters, room),
         )
-        taken = []
+        taken, set_aside = [], []
         for row in rows.fetchall():
+            problem = malformed(row)
+            if problem is not None:
+                set_aside.append(self._set_aside(row, problem, now))
+                continue
             orphaned = row["owner"] is not None
             if orphaned and row["recoveries"] >= row["max_recoveries"]:
                 connection.execute(
                     "UPDATE calls SET state = 'failed', error = ?, lease_until = NULL, updated = ? "
-                    "WHERE id = ?",
-                    (_EXHAUSTED.format(row["recoveries"] + 1, row["owner"]), now, row["id"]),
+                    "WHERE rowid = ?",
+                    (_EXHAUSTED.format(row["recoveries"] + 1, row["owner"]), now, row["rowid"]),
                 )
                 continue
             connection.execute(
                 "UPDATE calls SET state = 'claimed', owner = ?, lease_until = ?, updated = ?, "
-                "recoveries = recoveries + ? WHERE id = ?",
-                (me, lease_until, now, int(orphaned), row["id"]),
+                "recoveries = recoveries + ? WHERE rowid = ?",
+                (me, lease_until, now, int(orphaned), row["rowid"]),
             )
             taken.append(row)
-        return taken
+        return taken, set_aside
+
+    def set_aside_malformed(self) -> list[tuple[str, str]]:
+        """Quarantine every unfinished record that jumpqueue did not write as it is.
+
+        Such a record may never even look runnable (a `not_before` that is
+        text, a state nobody writes), and would wait for ever. Returns (its
+        id, the problem) of each.
+        """
+        now, finished = time.time(), ", ".join(repr(state) for state in FINISHED)
+        rows = self.connection.execute(
+            f"SELECT rowid, {_COLUMNS} FROM calls "  # noqa: S608 -- fixed conditions
+            f"WHERE state NOT IN ({finished}) AND NOT ({_WELL_FORMED})"
+        ).fetchall()
+        return [
+            self._set_aside(row, problem, now)
+            for row in rows
+            if (problem := malformed(row)) is not None
+        ]
+
+    def _set_aside(self, row: sqlite3.Row, problem: str, now: float) -> tuple[str, str]:
+        # Quarantined by rowid: its id may be anything, NULL included.
+        error = f"it was changed outside jumpqueue ({problem})"
+        self.connection.execute(
+            "UPDATE calls SET state = 'quarantined', reason = ?, error = ?, owner = NULL, "
+            "lease_until = NULL, updated = ? WHERE rowid = ?",
+            (TAMPERED, error, now, row["rowid"]),
+        )
+        call_id = row["id"]
+        return call_id if isinstance(call_id, str) else _describe(call_id), error
 
     def _runnable(
         self,
@@ -272,7 +380,8 @@ class Store:
     def next_due(self) -> float | None:
         """When the first pending record still waiting for its `not_before` is due, if any."""
         due = self.connection.execute(
-            "SELECT min(not_before) FROM calls WHERE state = 'pending' AND not_before > ?",
+            "SELECT min(not_before) FROM calls WHERE state = 'pending' AND not_before > ? "
+            "AND typeof(not_before) IN ('real', 'integer')",
             (time.time(),),
         ).fetchone()[0]
         return None if due is None else float(due)
@@ -318,23 +427,31 @@ class Store:
     # -- what an operator reads and does (the command line) ------------------------------
 
     def counts(self) -> dict[str, int]:
-        """How many records are in each state (every state, those with none too)."""
+        """How many records are in each state (every state, those with none too).
+
+        Records in a state jumpqueue never writes are counted as "malformed".
+        """
         counts = dict.fromkeys(STATES, 0)
-        counts.update(self.connection.execute("SELECT state, count(*) FROM calls GROUP BY state"))
+        rows = self.connection.execute("SELECT state, count(*) FROM calls GROUP BY state")
+        for state, count in rows:
+            known = isinstance(state, str) and state in counts
+            key = state if known else MALFORMED
+            counts[key] = counts.get(key, 0) + int(count)
         return counts
 
     def oldest_waiting(self) -> float | None:
         """When the oldest record not yet finished was written, if there is one."""
         oldest = self.connection.execute(
-            "SELECT min(created) FROM calls WHERE state IN ('pending', 'claimed', 'held')"
+            "SELECT min(created) FROM calls WHERE state IN ('pending', 'claimed', 'held') "
+            "AND typeof(created) IN ('real', 'integer')"
         ).fetchone()[0]
         return None if oldest is None else float(oldest)
 
     def backing_off(self) -> tuple[int, float | None]:
         """Pending records waiting for their `not_before`: how many, and when the first is due."""
         count, due = self.connection.execute(
-            "SELECT count(*), min(not_before) FROM calls "
-            "WHERE state = 'pending' AND not_before > ?",
+            "SELECT count(*), min(not_before) FROM calls WHERE state = 'pending' "
+            "AND not_before > ? AND typeof(not_before) IN ('real', 'integer')",
             (time.time(),),
         ).fetchone()
         return int(count), None if due is None else float(due)
@@ -397,6 +514,8 @@ class Store:
     def reseal(self, call_id: str) -> None:
         """Sign a record again as it is now (an operator vouches for it)."""
         for row in self._select("id = ?", (call_id,)):
+            if malformed(row) is not None:
+                continue  # nothing to vouch for: it cannot be read as a call
             self.connection.execute(
                 "UPDATE calls SET checksum = ? WHERE id = ?",
                 (_sign(self.key, _signed_fields(row)), call_id),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._codec import known_task
 from .._deferred import Deferred
 from .._exceptions import InvalidCallError, JournalError
+from .._ratelimit import RateLimitedLog
 from .file import announce
 from .owner import Owner, current_owner
 from .records import Quarantine, decode
@@ -27,6 +28,8 @@ logger = logging.getLogger("jumpqueue")
 FEED_INTERVAL = 0.05
 #: Longest pause between two looks for records of dead owners.
 RECLAIM_INTERVAL = 2.0
+#: First and longest pause before the journal's thread starts over after an unexpected error.
+RESTART_FIRST, RESTART_MAX = 0.5, 30.0
 
 
 class JournalHost(Protocol):
@@ -60,22 +63,44 @@ class Upkeep:
         self._feed = False
         self._next_renew = self._next_prune = time.monotonic()
         self._announced = False
+        self._open_deadline: float | None = None  # monotonic; committers wait no longer for it
+        self._start_log = RateLimitedLog(logger, interval=60.0)
 
-    def start(self) -> None:
-        """Start the thread, unless it runs already or the journal closes."""
+    def start(self) -> bool:
+        """Start the thread, unless it runs already or the journal closes; False if it cannot."""
         if self._thread is not None:
-            return
+            return True
         with self._writer.lock:
             if self._thread is None and not self.closing:
-                self._thread = threading.Thread(
-                    target=self._run, name="jumpqueue-journal", daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="jumpqueue-journal", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as error:  # at interpreter exit: calls go without it
+                    self._start_log.warning(
+                        "jumpqueue: the journal's thread cannot start (%s)", error
+                    )
+                    return False
+                self._thread = thread
+        return True
 
-    def ready(self, timeout: float = COMMIT_WAIT) -> bool:
-        """Started, and the first opening done; True if the journal takes writes."""
+    def ready(self, timeout: float | None = None) -> bool:
+        """Started, and the first opening done; True if the journal takes writes.
+
+        Args:
+            timeout: seconds to wait for the opening; None for a caller about to
+                commit, who waits `COMMIT_WAIT` at most, all such callers
+                together: once the first has waited that long, the others go on
+                at once (and fall back) until the journal opens.
+        """
         if not self._opened.is_set():
-            self.start()
+            if not self.start():
+                return False
+            if timeout is None:
+                now = time.monotonic()
+                with self._writer.lock:
+                    if self._open_deadline is None:
+                        self._open_deadline = now + COMMIT_WAIT
+                    timeout = max(0.0, self._open_deadline - now)
             self._opened.wait(timeout)
         writer = self._writer
         return writer.store is not None and not writer.degraded
@@ -97,12 +122,35 @@ class Upkeep:
     # -- on the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Supervises the thread's work: an unexpected error is logged and makes the
+        # journal degrade (callers fall back, as on a full disk); the work then
+        # starts over, reopening the file, after a pause that grows while it fails.
         writer = self._writer
-        owner = writer.owner = current_owner()
+        writer.owner = current_owner()
+        pause = 0.0
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    self._serve()
+                except Exception as error:  # noqa: BLE001 -- the thread must outlive any bug
+                    healthy = time.monotonic() - started >= RESTART_MAX
+                    pause = RESTART_FIRST if healthy or not pause else min(pause * 2, RESTART_MAX)
+                    self._crashed(error, pause)
+                else:
+                    return
+                if self._rest(pause):
+                    with writer.turn:
+                        writer.close()
+                    return
+        finally:
+            self._opened.set()  # nobody waits for an opening that is not coming
+
+    def _serve(self) -> None:
+        # Open the file (and take up what dead processes left), then work until closed.
+        writer = self._writer
         with writer.turn:
-            self._connect()
-            if writer.store is not None:
-                self._periodic(writer.store, owner)  # what dead processes left runs now
+            self._open()
         self._opened.set()
         while True:
             with writer.lock:
@@ -113,13 +161,47 @@ class Upkeep:
                     writer.wake.wait(delay)
                 closing = self.closing
             with writer.turn:
-                try:
-                    self._chores(closing=closing)
-                except Exception:  # the thread must outlive any bug in one round
-                    logger.exception("jumpqueue: the journal's thread failed a round; it goes on")
+                self._chores(closing=closing)
                 if closing:
                     writer.close()
                     return
+
+    def _open(self) -> None:
+        # With the turn. After a failure, a probe on a fresh connection says whether
+        # the journal takes writes again.
+        writer = self._writer
+        if writer.degraded:
+            self._probe()
+        elif writer.store is None:
+            self._connect()
+        store, owner = writer.store, writer.owner
+        if store is not None and owner is not None and not writer.degraded:
+            self._periodic(store, owner)  # what dead processes left runs now
+
+    def _crashed(self, error: Exception, pause: float) -> None:
+        logger.error(
+            "jumpqueue: the journal's thread failed (%s: %s); the journal %s is set aside "
+            "as if it could not be written, and its thread starts over in %.1f s",
+            type(error).__name__,
+            error,
+            self._writer.path,
+            pause,
+            exc_info=error,
+        )
+        self._writer.degrade(error)
+        self._opened.set()  # callers waiting for the opening fall back now
+
+    def _rest(self, pause: float) -> bool:
+        # Wait before starting over; True if the journal closes meanwhile.
+        writer = self._writer
+        deadline = time.monotonic() + pause
+        with writer.lock:
+            while not self.closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                writer.wake.wait(left)
+            return self.closing
 
     def _chores(self, *, closing: bool) -> None:
         # With the turn: marks that waited, then periodic work or a probe.
@@ -157,6 +239,8 @@ class Upkeep:
                 self._next_prune = now + min(max(retention / 2, 0.1), 3600.0)
                 with store.transaction():
                     store.prune(time.time() - retention)
+                    set_aside = store.set_aside_malformed()
+                _log_set_aside(set_aside)
         except sqlite3.Error as error:
             self._writer.degrade(error)
 
@@ -168,9 +252,10 @@ class Upkeep:
             return
         with store.transaction():
             revived = store.revive(lambda name: known_task(name) is not None)
-            rows = store.reclaim(owner, room, time.time() + self._lease)
+            rows, set_aside = store.reclaim(owner, room, time.time() + self._lease)
             waiting = store.next_due()
-        self._feed = len(rows) >= room or revived > 0
+        _log_set_aside(set_aside)
+        self._feed = len(rows) + len(set_aside) >= room or revived > 0
         writer.records_due = now + min(self._lease / 3, RECLAIM_INTERVAL)
         writer.reclaim_by(waiting)
         quarantined: list[tuple[str, str, str]] = []
@@ -187,15 +272,17 @@ class Upkeep:
         try:
             deferred = decode(store, row, self._config.serializer)
         except Quarantine as refusal:
-            logger.error(  # noqa: TRY400 -- the reason says it all; no traceback to show
-                "jumpqueue: journal record %s quarantined, not run: %s", call_id, refusal
-            )
+            _log_set_aside([(call_id, str(refusal))])
             quarantined.append((refusal.reason, str(refusal), call_id))
             return
         try:
             accepted = self._host.adopt(deferred)
         except InvalidCallError as error:
             self._writer.mark(call_id, Mark(final=FAILED, error=str(error)))
+            return
+        except Exception as error:  # a bug: fail this record, not the others claimed with it
+            logger.exception("jumpqueue: journal record %s could not be taken up", call_id)
+            self._writer.mark(call_id, Mark(final=FAILED, error=error))
             return
         if not accepted:
             self._writer.mark(call_id, Mark(final=PENDING))
@@ -233,3 +320,8 @@ class Upkeep:
             return
         store.checkpoint()
         writer.recovered()
+
+
+def _log_set_aside(set_aside: list[tuple[str, str]]) -> None:
+    for call_id, problem in set_aside:
+        logger.error("jumpqueue: journal record %s quarantined, not run: %s", call_id, problem)
