@@ -28,6 +28,9 @@ logger = logging.getLogger("jumpqueue")
 FEED_INTERVAL = 0.05
 #: Longest pause between two looks for records of dead owners.
 RECLAIM_INTERVAL = 2.0
+#: Records taken up at a time, at least: a process takes more only as its calls start,
+#: so that every process that opens the file shares what a dead one left.
+CLAIM_BATCH = 16
 #: First and longest pause before the journal's thread starts over after an unexpected error.
 RESTART_FIRST, RESTART_MAX = 0.5, 30.0
 
@@ -40,8 +43,8 @@ class JournalHost(Protocol):
     def adopt(self, deferred: Deferred[Any]) -> bool:
         """Run a call taken up from the journal; False if the runtime no longer admits."""
 
-    def journal_room(self) -> int:
-        """Calls the backlog can take now."""
+    def journal_room(self, batch: int) -> int:
+        """Calls to take from the journal now: room for `batch` waiting for a worker, at most."""
 
 
 class Upkeep:
@@ -57,6 +60,7 @@ class Upkeep:
         self._host = host
         self._writer = writer
         self._lease = config.journal_lease
+        self._batch = max(CLAIM_BATCH, 2 * config.max_workers)
         self._thread: threading.Thread | None = None
         self._opened = threading.Event()
         self.closing = False
@@ -246,7 +250,7 @@ class Upkeep:
 
     def _reclaim(self, store: Store, owner: Owner) -> None:
         writer, now = self._writer, time.monotonic()
-        room = self._host.journal_room()
+        room = self._host.journal_room(self._batch)
         if room <= 0:
             writer.records_due = now + (FEED_INTERVAL if self._feed else RECLAIM_INTERVAL)
             return

@@ -116,6 +116,6 @@ class JournalLink:
         self._dispatcher.dispatch(deferred)
         return True
 
-    def journal_room(self) -> int:
-        """Calls the backlog can take now (the journal takes up no more than that)."""
-        return self._ledger.room_left()
+    def journal_room(self, batch: int) -> int:
+        """Calls to take from the journal now: room for `batch` waiting for a worker, at most."""
+        return self._ledger.room_left(waiting_at_most=batch)
