@@ -55,9 +55,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 # Connections open in this process, by id, so that none is closed by the garbage
-# collector of a forked child; `_inherited` keeps a child's copies alive forever.
+# collector of a forked child; `_inherited` keeps a child's copies alive forever,
+# and those to a file deleted or replaced while open (see `abandon`).
 _connections: dict[int, sqlite3.Connection] = {}
 _inherited: list[sqlite3.Connection] = []
+#: What a journal file is, by the suffix of each of its files ("", "-wal", "-shm"):
+#: (device, inode).
+Identity = dict[str, tuple[int, int]]
+_COMPANIONS = ("-wal", "-shm")
 
 
 def _drop_inherited() -> None:
@@ -149,6 +154,52 @@ def open_file(path: str, *, synchronous: str, create: bool) -> tuple[sqlite3.Con
 def close(connection: sqlite3.Connection) -> None:
     """Close a connection this process opened."""
     _close(connection)
+
+
+def identify(path: str) -> Identity:
+    """The device and inode of the journal file and of its companions, those that exist."""
+    identity = {}
+    for suffix in ("", *_COMPANIONS):
+        found = _identity(path + suffix)
+        if found is not None:
+            identity[suffix] = found
+    return identity
+
+
+def replaced(path: str, identity: Identity) -> bool:
+    """True if the file at path is no longer the one identified (deleted, or replaced)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:  # cannot tell (a directory made unreadable): assume it is still there
+        return False
+    return (info.st_dev, info.st_ino) != identity.get("")
+
+
+def abandon(connection: sqlite3.Connection, path: str, identity: Identity) -> None:
+    """Let go of a connection to a file that is no longer at path.
+
+    The connection is never closed: closing the last connection of a WAL file
+    deletes, by name, the -wal and -shm files at the path, which may be a new
+    file's now. The companions still at the path that are the old file's are
+    removed instead, lest a new file at the path be read with the old one's WAL.
+    """
+    _connections.pop(id(connection), None)
+    _inherited.append(connection)
+    for suffix in _COMPANIONS:
+        known = identity.get(suffix)
+        if known is not None and _identity(path + suffix) == known:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 class _Foreign(Exception):  # noqa: N818 -- private signal, never raised to users

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from .file import close, open_file
+from .file import abandon, close, identify, open_file, replaced
 from .owner import Owner, is_alive
 
 logger = logging.getLogger("jumpqueue")
@@ -168,6 +168,7 @@ class Store:
         self.connection = connection
         self.key = key
         self.path = path
+        self._identity = identify(path)
 
     @classmethod
     def open(cls, path: str, *, synchronous: str = "FULL", create: bool = True) -> Store:
@@ -183,6 +184,18 @@ class Store:
     def close(self) -> None:
         """Close the connection (in the process that opened it)."""
         close(self.connection)
+
+    def replaced(self) -> bool:
+        """True if the file at the path is no longer the one open (deleted, or replaced)."""
+        return replaced(self.path, self._identity)
+
+    def abandon(self) -> None:
+        """Let go of a file that is no longer at the path (see `file.abandon`).
+
+        What its WAL holds is copied into it first, for whoever moved it away.
+        """
+        self.checkpoint()
+        abandon(self.connection, self.path, self._identity)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

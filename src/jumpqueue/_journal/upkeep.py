@@ -210,6 +210,8 @@ class Upkeep:
     def _chores(self, *, closing: bool) -> None:
         # With the turn: marks that waited, then periodic work or a probe.
         writer = self._writer
+        if not writer.degraded:
+            writer.check_file()
         written = writer.write(marks=True)
         store, owner = writer.store, writer.owner
         if writer.degraded or store is None or owner is None:
@@ -297,13 +299,9 @@ class Upkeep:
 
     def _connect(self) -> Store | None:
         writer = self._writer
-        try:
-            store = Store.open(writer.path, synchronous=self._config.journal_synchronous)
-        except (sqlite3.Error, OSError, JournalError) as error:
-            writer.degrade(error)
+        store = writer.connect()
+        if store is None:
             return None
-        writer.store = store
-        writer.records_due = time.monotonic()
         if not self._announced:
             self._announced = True
             announce(writer.path, self._config.journal_synchronous)

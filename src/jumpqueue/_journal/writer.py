@@ -10,6 +10,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
+from .._exceptions import JournalError
 from .._ratelimit import RateLimitedLog
 from .file import describe
 from .store import PENDING, Outcome, Record, Store
@@ -231,6 +232,39 @@ class Writer:
             time.monotonic() - self._degraded_since,
         )
 
+    def connect(self) -> Store | None:
+        """With the turn: open the file; None (and degraded) if it cannot be opened."""
+        try:
+            store = Store.open(self.path, synchronous=self._config.journal_synchronous)
+        except (sqlite3.Error, OSError, JournalError) as error:
+            self.degrade(error)
+            return None
+        self.store = store
+        self.records_due = time.monotonic()
+        return store
+
+    def check_file(self) -> bool:
+        """With the turn: reopen the file if the one open was deleted or replaced.
+
+        Writes to a file no longer at the path would be lost at the next kill.
+        False if it cannot be opened again (the writer is then degraded).
+        """
+        store = self.store
+        if store is None or not store.replaced():
+            return True
+        logger.error(
+            "jumpqueue: the journal file %s was deleted or replaced while open; it is opened "
+            "again (the calls this process had journaled in the old file are not in it)",
+            self.path,
+        )
+        self.store = None
+        store.abandon()
+        if self.connect() is None:
+            return False
+        with self.lock:  # the journal's thread takes up what the file now there holds
+            self.wake.notify()
+        return True
+
     def disconnect(self) -> None:
         """Close the connection, if there is one."""
         if self.store is not None:
@@ -258,6 +292,12 @@ class Writer:
             return False
         if not batches and not marks:
             return True
+        if not self.check_file():
+            self._keep(marks)
+            return False
+        store = self.store
+        if store is None:  # pragma: no cover -- check_file() reopened it, or said it could not
+            return False
         lease_until = time.time() + self._lease
         try:
             by_state: dict[str, list[Record]] = {}
