@@ -16,7 +16,7 @@ from .file import announce
 from .owner import Owner, current_owner
 from .records import Quarantine, decode
 from .store import FAILED, PENDING, Store
-from .writer import COMMIT_WAIT, Mark
+from .writer import COMMIT_WAIT, Batch, Mark
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -109,6 +109,17 @@ class Upkeep:
         writer = self._writer
         return writer.store is not None and not writer.degraded
 
+    def hand_over(self, batch: Batch) -> bool:
+        """Have the thread write a batch soon, and report it; False if the journal closes."""
+        if not self.start():
+            return False
+        writer = self._writer
+        with writer.lock:
+            if self.closing:
+                return False
+            writer.queue(batch)
+        return True
+
     def feed(self) -> None:
         """Records may wait for room, or for a task now known: look for them often."""
         self._feed = True
@@ -192,8 +203,11 @@ class Upkeep:
             pause,
             exc_info=error,
         )
-        self._writer.degrade(error)
+        writer = self._writer
+        writer.degrade(error)
         self._opened.set()  # callers waiting for the opening fall back now
+        with writer.turn:
+            writer.write(marks=False)  # records queued without waiting fall back now
 
     def _rest(self, pause: float) -> bool:
         # Wait before starting over; True if the journal closes meanwhile.
@@ -223,6 +237,8 @@ class Upkeep:
     def _next_due(self) -> float:
         # Called with the lock held: when the thread has something to do unasked.
         writer = self._writer
+        if writer.batches_queued():
+            return 0.0  # callers that did not wait for them
         if writer.degraded or writer.store is None:
             return writer.next_probe
         due = min(self._next_renew, writer.records_due, self._next_prune)

@@ -16,6 +16,8 @@ from .file import describe
 from .store import PENDING, Outcome, Record, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._config import Config
     from .owner import Owner
 
@@ -32,13 +34,20 @@ _ERROR_TEXT_LIMIT = 4000
 
 
 class Batch:
-    """Records one caller queued for the next transaction; `ok` once they are written."""
+    """Records one caller queued for the next transaction; `ok` once they are written.
 
-    __slots__ = ("done", "ok", "records", "state")
+    A caller that does not wait for the transaction (an event loop's thread)
+    gives `then`, called with how many records were not written, after it.
+    """
 
-    def __init__(self, records: list[Record], state: str) -> None:
+    __slots__ = ("done", "ok", "records", "state", "then")
+
+    def __init__(
+        self, records: list[Record], state: str, then: Callable[[int], None] | None = None
+    ) -> None:
         self.records = records
         self.state = state
+        self.then = then
         self.done = threading.Event()
         self.ok = False
 
@@ -179,6 +188,17 @@ class Writer:
         finally:
             for batch in batches:
                 batch.done.set()
+                if batch.then is not None:
+                    self._report(batch)
+
+    def queue(self, batch: Batch) -> None:
+        """With the lock: queue records for the next transaction, without waiting for it."""
+        self._batches.append(batch)
+        self.wake.notify()
+
+    def batches_queued(self) -> bool:
+        """With the lock: True while records wait for a transaction."""
+        return bool(self._batches)
 
     def marks_due(self) -> float | None:
         """With the lock: when the queued marks are to be written, if there are any."""
@@ -321,6 +341,17 @@ class Writer:
             batch.ok = True
         self.reclaim_by(min((when for when in due if when is not None), default=None))
         return True
+
+    def _report(self, batch: Batch) -> None:
+        # Tell a caller that did not wait what became of its records.
+        unwritten = 0 if batch.ok else sum(not record.written for record in batch.records)
+        if unwritten:
+            self.fell_back(unwritten)
+        try:
+            if batch.then is not None:
+                batch.then(unwritten)
+        except Exception:  # its failure must not fail the other callers' batches
+            logger.exception("jumpqueue: a call written to the journal %s failed", self.path)
 
     def _keep(self, marks: dict[str, Mark]) -> None:
         # Marks not written stay for the next write, before any newer mark of the same call.
