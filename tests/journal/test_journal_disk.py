@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jumpqueue import Deferred, Runtime
-from jumpqueue._journal import Journal
+from jumpqueue._journal import Journal, engine
 from jumpqueue._journal.file import SCHEMA_VERSION
 from jumpqueue._journal.store import PENDING, Store
 from jumpqueue.cli import main
@@ -134,7 +134,7 @@ def test_journal_full_by_max_page_count_falls_back_and_resumes(
     limit = [16]
     real_connect = _journal_file._connect
 
-    def limited(path: str) -> sqlite3.Connection:
+    def limited(path: str) -> engine.Connection:
         connection = real_connect(path)
         connection.execute(f"PRAGMA max_page_count = {limit[0]}")
         return connection

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 from jumpqueue import Config, Runtime
+from jumpqueue._journal import engine
 from jumpqueue._journal.store import PENDING, Store
 from jumpqueue.cli import main
 
@@ -75,14 +75,14 @@ def _tamper(path: Path, column: str, value: object) -> bool:
                 f"UPDATE calls SET {column} = ? WHERE id LIKE 'tampered%'",  # noqa: S608
                 (value,),
             )
-        except sqlite3.IntegrityError:  # NOT NULL: that value cannot be stored there
+        except engine.IntegrityError:  # NOT NULL: that value cannot be stored there
             return False
     return True
 
 
-def _row(path: Path, rowid: int) -> sqlite3.Row:
+def _row(path: Path, rowid: int) -> engine.Row:
     with contextlib.closing(connect(path)) as connection:
-        row: sqlite3.Row | None = connection.execute(
+        row: engine.Row | None = connection.execute(
             "SELECT state, typeof(state) AS kind, reason FROM calls WHERE rowid = ?", (rowid,)
         ).fetchone()
     assert row is not None

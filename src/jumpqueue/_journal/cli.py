@@ -11,12 +11,12 @@ import argparse
 import importlib
 import math
 import os
-import sqlite3
 import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
 from .._exceptions import JournalError
+from . import engine
 from .owner import Owner, is_alive
 from .store import FAILED, MALFORMED, QUARANTINED, SKIPPED, TAMPERED, Store, malformed
 
@@ -88,7 +88,7 @@ def run(
     except JournalError as error:
         print(f"jumpqueue: {error}", file=err)
         return EXIT_NO_JOURNAL
-    except (sqlite3.Error, OSError) as error:
+    except engine.FILE_ERRORS as error:
         print(f"jumpqueue: cannot read {args.journal}: {error}", file=err)
         return EXIT_NO_JOURNAL
     except Exception as error:  # noqa: BLE001 -- a command line says what failed, no traceback
@@ -117,7 +117,9 @@ def _status(store: Store, args: argparse.Namespace, out: TextIO) -> int:  # noqa
         if os.path.exists(store.path + suffix)
     )
     print(
-        f"journal {store.path} ({size / 1024:.1f} KiB, SQLite {sqlite3.sqlite_version})", file=out
+        f"journal {store.path} ({size / 1024:.1f} KiB, "
+        f"SQLite {engine.sqlite_version} through {engine.LIBRARY})",
+        file=out,
     )
     for state, count in store.counts().items():
         if count or state != MALFORMED:

@@ -19,10 +19,9 @@ from .._deferred import Deferred
 from .store import TAMPERED, UNKNOWN, Record, malformed
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from .._choices import ExecutorName
     from .._tasks import TaskOptions
+    from .engine import Row
     from .store import Store
 
 #: Times a record may be taken from a dead owner beyond its retries (a call that
@@ -58,7 +57,7 @@ def make_record(deferred: Deferred[Any], serializer: str) -> Record:
     )
 
 
-def decode(store: Store, row: sqlite3.Row, serializer_default: str) -> Deferred[Any]:
+def decode(store: Store, row: Row, serializer_default: str) -> Deferred[Any]:
     """The call a journal record stands for, if it may run in this process.
 
     Raises:
@@ -74,7 +73,7 @@ def decode(store: Store, row: sqlite3.Row, serializer_default: str) -> Deferred[
         ) from None
 
 
-def _decode(store: Store, row: sqlite3.Row, serializer_default: str) -> Deferred[Any]:
+def _decode(store: Store, row: Row, serializer_default: str) -> Deferred[Any]:
     call_id, name, serializer = row["id"], row["name"], row["serializer"]
     problem = malformed(row)
     if problem is not None:

@@ -11,11 +11,12 @@ import contextlib
 import hmac
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from . import engine
+from .engine import Connection, Row
 from .file import abandon, close, identify, open_file, replaced
 from .owner import Owner, is_alive
 
@@ -81,7 +82,7 @@ _WELL_FORMED = " AND ".join(
 )
 
 
-def malformed(row: sqlite3.Row) -> str | None:
+def malformed(row: Row) -> str | None:
     """What in a record jumpqueue did not write so (see `SHAPE`), or None if nothing."""
     problems = []
     for column, kinds in SHAPE.items():
@@ -164,7 +165,7 @@ def _sign(key: bytes, fields: tuple[str, str, str, bytes, str]) -> bytes:
 class Store:
     """One connection to a journal file, and the statements the journal runs on it."""
 
-    def __init__(self, connection: sqlite3.Connection, key: bytes, path: str) -> None:
+    def __init__(self, connection: Connection, key: bytes, path: str) -> None:
         self.connection = connection
         self.key = key
         self.path = path
@@ -176,7 +177,7 @@ class Store:
 
         Raises:
             JournalError: no journal, not a journal, or one of a newer jumpqueue.
-            sqlite3.Error, OSError: the file cannot be opened or written.
+            engine.Error, OSError: the file cannot be opened or written.
         """
         connection, key = open_file(path, synchronous=synchronous, create=create)
         return cls(connection, key, path)
@@ -198,7 +199,7 @@ class Store:
         abandon(self.connection, self.path, self._identity)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """A short write transaction; rolled back if anything in it fails."""
         connection = self.connection
         connection.execute("BEGIN IMMEDIATE")
@@ -206,14 +207,14 @@ class Store:
             yield connection
         except BaseException:
             if connection.in_transaction:  # SQLITE_FULL at COMMIT has rolled back already
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*engine.Error):
                     connection.execute("ROLLBACK")
             raise
         try:
             connection.execute("COMMIT")
-        except sqlite3.Error:
+        except engine.Error:
             if connection.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*engine.Error):
                     connection.execute("ROLLBACK")
             raise
 
@@ -286,7 +287,7 @@ class Store:
         room: int,
         lease_until: float,
         alive: Callable[[Owner], bool | None] = is_alive,
-    ) -> tuple[list[sqlite3.Row], list[tuple[str, str]]]:
+    ) -> tuple[list[Row], list[tuple[str, str]]]:
         """Claim up to `room` runnable records, oldest first; those taken, and those set aside.
 
         Runnable: pending ones past their `not_before`, and claimed or held ones
@@ -343,7 +344,7 @@ class Store:
             if (problem := malformed(row)) is not None
         ]
 
-    def _set_aside(self, row: sqlite3.Row, problem: str, now: float) -> tuple[str, str]:
+    def _set_aside(self, row: Row, problem: str, now: float) -> tuple[str, str]:
         # Quarantined by rowid: its id may be anything, NULL included.
         error = f"it was changed outside jumpqueue ({problem})"
         self.connection.execute(
@@ -430,10 +431,10 @@ class Store:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it (after a full disk)."""
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*engine.Error):
             self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def verify(self, row: sqlite3.Row) -> bool:
+    def verify(self, row: Row) -> bool:
         """True if a record is as its writer signed it."""
         return hmac.compare_digest(_sign(self.key, _signed_fields(row)), bytes(row["checksum"]))
 
@@ -479,7 +480,7 @@ class Store:
             )
         ]
 
-    def latest(self, state: str, limit: int) -> list[sqlite3.Row]:
+    def latest(self, state: str, limit: int) -> list[Row]:
         """The records of one state changed last, newest first (without their payloads)."""
         return self.connection.execute(
             "SELECT id, name, attempts, updated, error FROM calls WHERE state = ? "
@@ -505,12 +506,12 @@ class Store:
             ).fetchone()[0]
         )
 
-    def record(self, call_id: str) -> sqlite3.Row | None:
+    def record(self, call_id: str) -> Row | None:
         """The record with this id, if there is one."""
         found = self._select("id = ?", (call_id,))
         return found[0] if found else None
 
-    def in_state(self, state: str) -> list[sqlite3.Row]:
+    def in_state(self, state: str) -> list[Row]:
         """The records in one state, oldest first."""
         return self._select("state = ?", (state,))
 
@@ -534,7 +535,7 @@ class Store:
                 (_sign(self.key, _signed_fields(row)), call_id),
             )
 
-    def _select(self, where: str, parameters: Sequence[Any]) -> list[sqlite3.Row]:
+    def _select(self, where: str, parameters: Sequence[Any]) -> list[Row]:
         # Whole records matching one of this module's fixed conditions.
         return self.connection.execute(
             f"SELECT {_COLUMNS} FROM calls WHERE {where} ORDER BY created",  # noqa: S608
@@ -542,7 +543,7 @@ class Store:
         ).fetchall()
 
 
-def _signed_fields(row: sqlite3.Row) -> tuple[str, str, str, bytes, str]:
+def _signed_fields(row: Row) -> tuple[str, str, str, bytes, str]:
     return (row["id"], row["name"], row["serializer"], bytes(row["payload"]), row["options"])
 
 

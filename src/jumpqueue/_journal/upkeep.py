@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -12,6 +11,8 @@ from .._codec import known_task
 from .._deferred import Deferred
 from .._exceptions import InvalidCallError, JournalError
 from .._ratelimit import RateLimitedLog
+from . import engine
+from .engine import Row
 from .file import announce
 from .owner import Owner, current_owner
 from .records import Quarantine, decode
@@ -263,7 +264,7 @@ class Upkeep:
                     store.prune(time.time() - retention)
                     set_aside = store.set_aside_malformed()
                 _log_set_aside(set_aside)
-        except sqlite3.Error as error:
+        except engine.Error as error:
             self._writer.degrade(error)
 
     def _reclaim(self, store: Store, owner: Owner) -> None:
@@ -287,9 +288,7 @@ class Upkeep:
             with store.transaction():
                 store.quarantine(quarantined, owner)
 
-    def _take_up(
-        self, store: Store, row: sqlite3.Row, quarantined: list[tuple[str, str, str]]
-    ) -> None:
+    def _take_up(self, store: Store, row: Row, quarantined: list[tuple[str, str, str]]) -> None:
         call_id = row["id"]
         try:
             deferred = decode(store, row, self._config.serializer)
@@ -330,10 +329,10 @@ class Upkeep:
         store = self._connect()
         try:
             if store is None:
-                raise JournalError("it cannot be opened")  # noqa: TRY301 -- one back-off path
+                raise JournalError("it cannot be opened")
             with store.transaction():
                 store.probe()
-        except (sqlite3.Error, OSError, JournalError):
+        except engine.FILE_ERRORS:
             writer.probe_failed()
             return
         store.checkpoint()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 import threading
 import time
 import traceback
 from typing import TYPE_CHECKING
 
-from .._exceptions import JournalError
 from .._ratelimit import RateLimitedLog
+from . import engine
 from .file import describe
 from .store import PENDING, Outcome, Record, Store
 
@@ -256,7 +255,7 @@ class Writer:
         """With the turn: open the file; None (and degraded) if it cannot be opened."""
         try:
             store = Store.open(self.path, synchronous=self._config.journal_synchronous)
-        except (sqlite3.Error, OSError, JournalError) as error:
+        except engine.FILE_ERRORS as error:
             self.degrade(error)
             return None
         self.store = store
@@ -329,7 +328,7 @@ class Writer:
                         who = None if state == PENDING else owner
                         store.insert(records, state, who, lease_until)
                 _write_marks(store, marks, owner)
-        except sqlite3.Error as error:
+        except engine.Error as error:
             self._keep(marks)
             self.degrade(error)
             return False
