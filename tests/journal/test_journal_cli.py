@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jumpqueue._journal.store import PENDING, Store
+from jumpqueue._journal.schema import PENDING
+from jumpqueue._journal.store import Store
 from jumpqueue.cli import main
 
 from .conftest import JournaledFactory

@@ -14,7 +14,8 @@ import pytest
 from jumpqueue import Deferred, Runtime
 from jumpqueue._journal import Journal, engine
 from jumpqueue._journal.file import SCHEMA_VERSION
-from jumpqueue._journal.store import PENDING, Store
+from jumpqueue._journal.schema import PENDING
+from jumpqueue._journal.store import Store
 from jumpqueue.cli import main
 from jumpqueue.integration import RequestScope
 

@@ -11,7 +11,8 @@ import pytest
 
 from jumpqueue import Config, Runtime
 from jumpqueue._journal import engine
-from jumpqueue._journal.store import PENDING, Store
+from jumpqueue._journal.schema import PENDING
+from jumpqueue._journal.store import Store
 from jumpqueue.cli import main
 
 from .journal_helpers import RECORDER, connect, eventually, known_record, remember

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from jumpqueue._journal import Journal
-from jumpqueue._journal.store import PENDING, Store
+from jumpqueue._journal.schema import PENDING
+from jumpqueue._journal.store import Store
 
 from .conftest import JournaledFactory
 from .journal_helpers import RECORDER, known_record, remember, states

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, TextIO
 from .._exceptions import JournalError
 from . import engine
 from .owner import Owner, is_alive
-from .store import FAILED, MALFORMED, QUARANTINED, SKIPPED, TAMPERED, Store, malformed
+from .schema import FAILED, MALFORMED, QUARANTINED, SKIPPED, TAMPERED, malformed
+from .store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from .._codec import known_task
 from .._deferred import Deferred, Status
 from .records import make_record
-from .store import CLAIMED, DONE, FAILED, HELD, PENDING, SKIPPED, Record
+from .schema import CLAIMED, DONE, FAILED, HELD, PENDING, SKIPPED
+from .store import Record
 from .upkeep import Upkeep
 from .writer import COMMIT_WAIT, Batch, Mark, Writer
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._codec import decode_arguments, encode_arguments, known_task, registered_name
 from .._deferred import Deferred
-from .store import TAMPERED, UNKNOWN, Record, malformed
+from .schema import TAMPERED, UNKNOWN, malformed
+from .store import Record
 
 if TYPE_CHECKING:
     from .._choices import ExecutorName

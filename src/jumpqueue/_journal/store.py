@@ -19,53 +19,24 @@ from . import engine
 from .engine import Connection, Row
 from .file import abandon, close, identify, open_file, replaced
 from .owner import Owner, is_alive
+from .schema import (
+    COUNTERS,
+    DONE,
+    FINISHED,
+    MALFORMED,
+    SHAPE,
+    SKIPPED,
+    STATES,
+    TAMPERED,
+    UNKNOWN,
+    describe,
+    malformed,
+)
 
 logger = logging.getLogger("jumpqueue")
 
-#: Record states. A pending record has no owner; a claimed one is run by its owner;
-#: a held one was spilled during a request whose outcome its owner awaits.
-PENDING, CLAIMED, HELD = "pending", "claimed", "held"
-DONE, FAILED, SKIPPED, QUARANTINED = "done", "failed", "skipped", "quarantined"
-FINISHED = (DONE, FAILED, SKIPPED, QUARANTINED)
-STATES = (PENDING, CLAIMED, HELD, *FINISHED)
-#: Why a record was quarantined: its function is unknown here, or it was altered.
-UNKNOWN, TAMPERED = "unknown", "tampered"
-#: What `Store.counts` calls a state that jumpqueue never writes.
-MALFORMED = "malformed"
 #: What `Store.finish` sets: (state, error, attempts, not_before, handoff_fallbacks, id).
 Outcome = tuple[str, str | None, int, float | None, int, str]
-#: The SQLite storage classes jumpqueue writes in each column. A record with
-#: anything else in a column was changed outside jumpqueue: it is set aside
-#: (quarantined as tampered) instead of being read as a call.
-SHAPE: dict[str, tuple[str, ...]] = {
-    "id": ("text",),
-    "name": ("text",),
-    "serializer": ("text",),
-    "payload": ("blob",),
-    "options": ("text",),
-    "state": ("text",),
-    "owner": ("text", "null"),
-    "lease_until": ("real", "integer", "null"),
-    "attempts": ("integer",),
-    "recoveries": ("integer",),
-    "max_recoveries": ("integer",),
-    "created": ("real", "integer"),
-    "updated": ("real", "integer"),
-    "error": ("text", "null"),
-    "reason": ("text", "null"),
-    "checksum": ("blob",),
-    "not_before": ("real", "integer", "null"),
-    "handoff_fallbacks": ("integer",),
-}
-_COUNTERS = ("attempts", "recoveries", "max_recoveries", "handoff_fallbacks")
-_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
-    "text": str,
-    "blob": bytes,
-    "integer": int,
-    "real": float,
-    "null": type(None),
-}
-
 _COLUMNS = ", ".join(SHAPE)
 # A record as jumpqueue writes it, as an SQL condition (SHAPE, with counters never
 # negative, and an owner for every record that is claimed or held).
@@ -75,40 +46,11 @@ _WELL_FORMED = " AND ".join(
             f"typeof({column}) IN ({', '.join(repr(kind) for kind in kinds)})"
             for column, kinds in SHAPE.items()
         ),
-        *(f"{column} >= 0" for column in _COUNTERS),
+        *(f"{column} >= 0" for column in COUNTERS),
         f"state IN ({', '.join(repr(state) for state in STATES)})",
         "(owner IS NOT NULL OR state NOT IN ('claimed', 'held'))",
     ]
 )
-
-
-def malformed(row: Row) -> str | None:
-    """What in a record jumpqueue did not write so (see `SHAPE`), or None if nothing."""
-    problems = []
-    for column, kinds in SHAPE.items():
-        value = row[column]
-        fits = any(
-            isinstance(value, _PYTHON_TYPES[kind]) and not isinstance(value, bool) for kind in kinds
-        )
-        if not fits:
-            problems.append(f"{column} holds {_describe(value)}")
-        elif column in _COUNTERS and value < 0:
-            problems.append(f"{column} is {value}")
-    state = row["state"]
-    if isinstance(state, str) and state not in STATES:
-        problems.append(f"state is {_describe(state)}")
-    elif state in (CLAIMED, HELD) and row["owner"] is None:
-        problems.append(f"it is {state} by nobody")
-    return "; ".join(problems) or None
-
-
-def _describe(value: object) -> str:
-    # A value read from the file, for a log line or an error column: short.
-    kind = "NULL" if value is None else type(value).__name__
-    if value is None:
-        return kind
-    shown = repr(value)
-    return f"{kind} {shown[:40]}{'...' if len(shown) > 40 else ''}"  # noqa: PLR2004
 
 
 class Record:
@@ -353,7 +295,7 @@ class Store:
             (TAMPERED, error, now, row["rowid"]),
         )
         call_id = row["id"]
-        return call_id if isinstance(call_id, str) else _describe(call_id), error
+        return call_id if isinstance(call_id, str) else describe(call_id), error
 
     def _runnable(
         self,

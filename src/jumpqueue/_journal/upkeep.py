@@ -16,7 +16,8 @@ from .engine import Row
 from .file import announce
 from .owner import Owner, current_owner
 from .records import Quarantine, decode
-from .store import FAILED, PENDING, Store
+from .schema import FAILED, PENDING
+from .store import Store
 from .writer import COMMIT_WAIT, Batch, Mark
 
 if TYPE_CHECKING:

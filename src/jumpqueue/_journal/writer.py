@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from .._ratelimit import RateLimitedLog
 from . import engine
 from .file import describe
-from .store import PENDING, Outcome, Record, Store
+from .schema import PENDING
+from .store import Outcome, Record, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
