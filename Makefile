@@ -40,7 +40,7 @@ $(VENV)/bin/python:
 
 $(STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test,demo]'
+	$(VENV)/bin/python -m pip install -q -e '.[test,demo,sqlite]'
 	@touch $@
 
 # Per-version venvs for the compatibility legs: .venv-3.10, .venv-3.11, ...

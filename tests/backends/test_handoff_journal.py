@@ -18,7 +18,8 @@ import jumpqueue
 from jumpqueue import Config, Deferred, Status, TaskNotRunError
 from jumpqueue._journal import journal as journal_module
 from jumpqueue._journal.records import make_record
-from jumpqueue._journal.store import PENDING, Store
+from jumpqueue._journal.schema import PENDING
+from jumpqueue._journal.store import Store
 from jumpqueue.backends import _handoff
 from jumpqueue.backends._handoff import HandOffExecutor
 from jumpqueue.cli import main

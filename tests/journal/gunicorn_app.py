@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 EFFECTS = os.environ.get("JQ_EFFECTS", "")
 DELAY = float(os.environ.get("JQ_DELAY", "0"))
 RUN = int(os.environ.get("JQ_RUN", "0"))
+#: A time.time() until which each call waits for a call of another worker of its run.
+SHARE_UNTIL = float(os.environ.get("JQ_SHARE_UNTIL", "0"))
 
 
 def create_effects(path: str) -> None:
@@ -43,10 +45,24 @@ def record(key: str) -> None:
         connection.execute(
             "INSERT INTO attempts (key, run, pid) VALUES (?, ?, ?)", (key, RUN, os.getpid())
         )
+        _wait_for_another_worker(connection)
         time.sleep(DELAY)  # the work the call stands for
         connection.execute("INSERT OR IGNORE INTO done (key) VALUES (?)", (key,))
     finally:
         connection.close()
+
+
+def _wait_for_another_worker(connection: sqlite3.Connection) -> None:
+    # Holds the calls a worker took until another worker has taken some too: if
+    # one process took every record, this waits until SHARE_UNTIL, and the test
+    # sees one process in the run.
+    while time.time() < SHARE_UNTIL:
+        workers = connection.execute(
+            "SELECT count(DISTINCT pid) FROM attempts WHERE run = ?", (RUN,)
+        ).fetchone()[0]
+        if workers > 1:
+            return
+        time.sleep(0.02)
 
 
 def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

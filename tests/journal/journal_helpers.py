@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import jumpqueue
+from jumpqueue._journal import engine
+from jumpqueue._journal.records import make_record
+from jumpqueue._journal.store import Record
 
 
 class Recorder:
@@ -75,10 +77,20 @@ def never_known(value: Any) -> Any:  # deferred only in tests that prove it is n
     return value
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, timeout=5, isolation_level=None)
-    connection.row_factory = sqlite3.Row
-    return connection
+def known_record(call_id: str, value: object) -> Record:
+    """A record of `remember(value)`, as the journal would write it."""
+    deferred: jumpqueue.Deferred[object] = jumpqueue.Deferred(
+        remember.name, remember.fn, (value,), {}, remember.task_options, "thread", None
+    )
+    record = make_record(deferred, "json")
+    record.id = call_id
+    return record
+
+
+def connect(path: Path | str) -> engine.Connection:
+    """A connection through the SQLite library the journal uses (two in one process
+    would drop each other's locks on the file)."""
+    return engine.connect(str(path), timeout=5)
 
 
 def states(path: Path | str) -> dict[str, int]:
@@ -86,7 +98,7 @@ def states(path: Path | str) -> dict[str, int]:
         return dict(connection.execute("SELECT state, count(*) FROM calls GROUP BY state"))
 
 
-def records(path: Path | str) -> dict[str, sqlite3.Row]:
+def records(path: Path | str) -> dict[str, engine.Row]:
     with contextlib.closing(connect(path)) as connection:
         return {row["id"]: row for row in connection.execute("SELECT * FROM calls")}
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jumpqueue._journal.store import PENDING, Store
+from jumpqueue._journal.schema import PENDING
+from jumpqueue._journal.store import Store
 from jumpqueue.cli import main
 
 from .conftest import JournaledFactory
@@ -14,6 +15,7 @@ from .journal_helpers import (
     RECORDER,
     always_fails,
     eventually,
+    known_record,
     records,
     remember,
     remember_after_gate,
@@ -130,3 +132,37 @@ def test_journal_cli_reads_the_journal_from_the_environment(
     monkeypatch.delenv("JUMPQUEUE_JOURNAL")
     with pytest.raises(SystemExit):
         main(["status"])
+
+
+def test_journal_cli_never_tracebacks_and_fails_when_it_could_not_do_its_job(
+    make_journaled: JournaledFactory,
+    journal_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_journaled().open_journal()
+    store = Store.open(str(journal_path))
+    with store.transaction() as connection:
+        store.insert([known_record("fine", 1), known_record("edited", 2)], PENDING, None, None)
+        connection.execute("UPDATE calls SET payload = 'edited as text' WHERE id = 'edited'")
+    store.close()
+    # A drain that ran the good record but had to set the edited one aside did not do its job.
+    app = "tests.journal.journal_helpers"
+    assert main(["drain", "--journal", str(journal_path), "--app", app]) == 1
+    captured = capsys.readouterr()
+    assert "1 record(s) quarantined, not run" in captured.err
+    assert RECORDER.values == [1]
+    # Such a record cannot be retried: nothing vouches for what it holds.
+    assert main(["retry", "--journal", str(journal_path), "edited"]) == 1
+    assert "was changed outside jumpqueue (payload holds str" in capsys.readouterr().err
+    assert records(journal_path)["edited"]["state"] == "quarantined"
+    # An application that fails as it is imported is reported, without a traceback.
+    (tmp_path / "broken_app.py").write_text("raise RuntimeError('no database configured')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["drain", "--journal", str(journal_path), "--app", "broken_app"]) == 2
+    assert "RuntimeError: no database configured" in capsys.readouterr().err
+    # A failure nobody planned for is one line and a non-zero status.
+    monkeypatch.setattr(Store, "counts", lambda self: 1 / 0)
+    assert main(["status", "--journal", str(journal_path)]) == 1
+    assert "status failed on" in capsys.readouterr().err

@@ -88,6 +88,7 @@ def test_journal_warns_once_about_an_sqlite_with_the_wal_reset_bug(
     warnings = [r.getMessage() for r in caplog.records if "WAL-reset" in r.getMessage()]
     assert len(warnings) == 1
     assert "before 3.51.3" in warnings[0]
+    assert "Install jumpqueue[sqlite]" in warnings[0]
     monkeypatch.setattr(_journal_file, "_warned_about_sqlite", False)
     monkeypatch.setattr(_journal_file, "WAL_RESET_FIXED", (3, 0, 0))
     caplog.clear()

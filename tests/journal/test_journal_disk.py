@@ -12,13 +12,23 @@ from pathlib import Path
 import pytest
 
 from jumpqueue import Deferred, Runtime
-from jumpqueue._journal import Journal
+from jumpqueue._journal import Journal, engine
 from jumpqueue._journal.file import SCHEMA_VERSION
+from jumpqueue._journal.schema import PENDING
+from jumpqueue._journal.store import Store
 from jumpqueue.cli import main
 from jumpqueue.integration import RequestScope
 
 from .conftest import JournaledFactory
-from .journal_helpers import RECORDER, connect, records, remember, remember_after_gate, states
+from .journal_helpers import (
+    RECORDER,
+    connect,
+    known_record,
+    records,
+    remember,
+    remember_after_gate,
+    states,
+)
 
 
 def _journal(runtime: Runtime) -> Journal:
@@ -125,7 +135,7 @@ def test_journal_full_by_max_page_count_falls_back_and_resumes(
     limit = [16]
     real_connect = _journal_file._connect
 
-    def limited(path: str) -> sqlite3.Connection:
+    def limited(path: str) -> engine.Connection:
         connection = real_connect(path)
         connection.execute(f"PRAGMA max_page_count = {limit[0]}")
         return connection
@@ -282,3 +292,39 @@ def test_journal_of_a_newer_jumpqueue_is_left_alone(
     assert not list(journal_path.parent.glob("journal.db.*-*"))
     assert main(["status", "--journal", str(journal_path)]) == 3
     assert "schema version 2" in capsys.readouterr().err
+
+
+def test_journal_file_deleted_while_open_is_noticed_and_opened_again(
+    make_journaled: JournaledFactory, journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = make_journaled()
+    assert runtime.defer(remember, "before").result(5) == "before"
+    journal_path.unlink()  # as `rm jumpqueue.db` does, leaving its -wal and -shm behind
+    handle = runtime.defer(remember, "after")
+    assert handle.id in records(journal_path)  # in the file at the path, not a deleted one
+    assert "was deleted or replaced while open" in caplog.text
+    assert handle.result(5) == "after"
+    assert _journal(runtime).flush()
+    assert records(journal_path)[handle.id]["state"] == "done"
+
+
+def test_journal_file_replaced_while_open_is_noticed_and_what_it_holds_runs(
+    make_journaled: JournaledFactory,
+    journal_path: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime = make_journaled()
+    assert runtime.open_journal()
+    restored = tmp_path / "restored.db"
+    store = Store.open(str(restored))
+    with store.transaction():
+        store.insert([known_record("restored", "restored")], PENDING, None, None)
+    store.close()
+    os.replace(restored, journal_path)  # a backup put back while the service runs
+    assert runtime.defer(remember, "now").result(5) == "now"
+    assert RECORDER.wait_for(2)
+    assert sorted(RECORDER.values) == ["now", "restored"]
+    assert "was deleted or replaced while open" in caplog.text
+    assert _journal(runtime).flush()
+    assert states(journal_path) == {"done": 2}

@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -26,7 +27,14 @@ def _free_port() -> int:
 
 
 def _serve(
-    port: int, journal: Path, effects: Path, *, run: int, delay: float
+    port: int,
+    journal: Path,
+    effects: Path,
+    *,
+    run: int,
+    delay: float,
+    workers: int = 2,
+    share_until: float = 0.0,
 ) -> subprocess.Popen[bytes]:
     environment = {
         **os.environ,
@@ -35,6 +43,7 @@ def _serve(
         "JQ_EFFECTS": str(effects),
         "JQ_DELAY": str(delay),
         "JQ_RUN": str(run),
+        "JQ_SHARE_UNTIL": str(share_until),
     }
     with (journal.parent / f"gunicorn-{run}.log").open("wb") as log:
         return subprocess.Popen(
@@ -43,7 +52,7 @@ def _serve(
                 "-m",
                 "gunicorn",
                 "--workers",
-                "2",
+                str(workers),
                 "--worker-class",
                 "sync",
                 "--preload",
@@ -120,3 +129,33 @@ def test_journal_sigkilled_gunicorn_loses_no_call_and_runs_none_twice_while_its_
         "SELECT count(*) FROM (SELECT key FROM attempts GROUP BY key HAVING count(*) > 1)",
     )
     assert rerun <= started_first - on_disk.get("done", 0)
+
+
+def test_journal_records_a_killed_server_left_are_shared_by_every_worker_that_opens_it(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("gunicorn")
+    journal, effects = tmp_path / "journal.db", tmp_path / "effects.db"
+    create_effects(str(effects))
+    port = _free_port()
+    first = _serve(port, journal, effects, run=1, delay=0.5)
+    try:
+        assert eventually(lambda: _serving(port), timeout=30)
+        for batch in range(REQUESTS):
+            assert _get(port, f"/defer?batch=b{batch}&n={CALLS_PER_REQUEST}") == 200
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    total = CALLS_PER_REQUEST * REQUESTS
+    left = total - _count(effects, "SELECT count(*) FROM done")
+    assert left > 300
+    # Each call of the next run waits (up to 10 s) until another worker has run one:
+    # a worker that took every record would leave the others nothing to run.
+    second = _serve(port, journal, effects, run=2, delay=0, workers=3, share_until=time.time() + 10)
+    try:
+        assert eventually(lambda: _count(effects, "SELECT count(*) FROM done") == total, 20)
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(20)
+    workers = _count(effects, "SELECT count(DISTINCT pid) FROM attempts WHERE run = 2")
+    assert workers > 1

@@ -17,7 +17,8 @@ from jumpqueue import Config, InvalidCallError, Runtime, Status
 from jumpqueue._journal import Journal
 from jumpqueue._journal.owner import Owner, current_owner, this_node
 from jumpqueue._journal.records import make_record
-from jumpqueue._journal.store import CLAIMED, PENDING, Record, Store
+from jumpqueue._journal.schema import CLAIMED, PENDING
+from jumpqueue._journal.store import Record, Store
 from jumpqueue.integration import RequestScope
 
 from .conftest import JournaledFactory

@@ -6,7 +6,8 @@ import pickle
 from pathlib import Path
 
 from jumpqueue._journal.records import make_record
-from jumpqueue._journal.store import PENDING, Record, Store
+from jumpqueue._journal.schema import PENDING
+from jumpqueue._journal.store import Record, Store
 from jumpqueue.cli import main
 
 from .conftest import JournaledFactory

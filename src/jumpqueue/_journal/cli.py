@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
-import sqlite3
 import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
 from .._exceptions import JournalError
+from . import engine
 from .owner import Owner, is_alive
-from .store import FAILED, QUARANTINED, SKIPPED, TAMPERED, Store
+from .schema import FAILED, MALFORMED, QUARANTINED, SKIPPED, TAMPERED, malformed
+from .store import Store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from .._config import Config
     from .._runtime import Runtime
@@ -87,30 +89,42 @@ def run(
     except JournalError as error:
         print(f"jumpqueue: {error}", file=err)
         return EXIT_NO_JOURNAL
-    except sqlite3.Error as error:
+    except engine.FILE_ERRORS as error:
         print(f"jumpqueue: cannot read {args.journal}: {error}", file=err)
         return EXIT_NO_JOURNAL
+    except Exception as error:  # noqa: BLE001 -- a command line says what failed, no traceback
+        return _failed(args, error)
+    command = {"status": _status, "retry": _retry, "purge": _purge}[args.command]
     try:
-        if args.command == "status":
-            return _status(store, out)
-        if args.command == "retry":
-            return _retry(store, args.ids, failed=args.failed, out=out)
-        return _purge(store, args, out)
+        return command(store, args, out)
+    except Exception as error:  # noqa: BLE001 -- a command line says what failed, no traceback
+        return _failed(args, error)
     finally:
         store.close()
 
 
-def _status(store: Store, out: TextIO) -> int:
+def _failed(args: argparse.Namespace, error: Exception) -> int:
+    print(
+        f"jumpqueue: {args.command} failed on {args.journal}: {type(error).__name__}: {error}",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def _status(store: Store, args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001
     size = sum(
         os.path.getsize(store.path + suffix)
         for suffix in ("", "-wal")
         if os.path.exists(store.path + suffix)
     )
     print(
-        f"journal {store.path} ({size / 1024:.1f} KiB, SQLite {sqlite3.sqlite_version})", file=out
+        f"journal {store.path} ({size / 1024:.1f} KiB, "
+        f"SQLite {engine.sqlite_version} through {engine.LIBRARY})",
+        file=out,
     )
     for state, count in store.counts().items():
-        print(f"  {state:<12} {count:>7}", file=out)
+        if count or state != MALFORMED:
+            print(f"  {state:<12} {count:>7}", file=out)
     oldest = store.oldest_waiting()
     if oldest is not None:
         print(f"oldest waiting: {_ago(oldest)} ago", file=out)
@@ -128,10 +142,14 @@ def _status(store: Store, out: TextIO) -> int:
         if rows:
             print(f"{state} (newest first, at most {_SHOWN}):", file=out)
         for call_id, name, attempts, updated, error in rows:
-            print(f"  {call_id}  {name}  attempts={attempts}  {_ago(updated)} ago", file=out)
-            lines = (error or "").strip().splitlines()
+            print(
+                f"  {_shown(call_id)}  {_shown(name)}  attempts={_shown(attempts)}  "
+                f"{_ago(updated)} ago",
+                file=out,
+            )
+            lines = (error if isinstance(error, str) else _shown(error or "")).strip().splitlines()
             for line in lines[-3:]:
-                print(f"      {line}", file=out)
+                print(f"      {_shown(line, 200)}", file=out)
     return 0
 
 
@@ -144,27 +162,34 @@ def _drain(args: argparse.Namespace, out: TextIO, make_runtime: Callable[[Config
         loaded = importlib.import_module(module)
         if attribute:
             getattr(loaded, attribute)
-    except (ImportError, AttributeError) as error:
-        print(f"jumpqueue: cannot load the application {args.app}: {error}", file=err)
+    except Exception as error:  # noqa: BLE001 -- whatever the app raised as it was imported
+        print(
+            f"jumpqueue: cannot load the application {args.app}: {type(error).__name__}: {error}",
+            file=err,
+        )
         return EXIT_USAGE
     from .._config import Config  # noqa: PLC0415 -- after the app, which may configure logging
 
-    runtime = make_runtime(Config.from_env(journal=args.journal))
-    if not runtime.open_journal():
-        runtime.shutdown(timeout=0)
-        print(f"jumpqueue: cannot write to {args.journal}", file=err)
-        return EXIT_NO_JOURNAL
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     watcher = Store.open(args.journal, create=False)
     try:
-        while deadline is None or time.monotonic() < deadline:
-            if runtime.stats().in_flight == 0 and not _runnable(watcher):
-                break
-            time.sleep(0.05)
+        quarantined = watcher.counts()[QUARANTINED]
+        runtime = make_runtime(Config.from_env(journal=args.journal))
+        if not runtime.open_journal():
+            runtime.shutdown(timeout=0)
+            print(f"jumpqueue: cannot write to {args.journal}", file=err)
+            return EXIT_NO_JOURNAL
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                stats = runtime.stats()
+                if stats.in_flight == 0 and (stats.journal_degraded or not _runnable(watcher)):
+                    break
+                time.sleep(0.05)
+        finally:
+            runtime.shutdown()
+        left, held = _runnable(watcher), watcher.count_held()
+        quarantined = watcher.counts()[QUARANTINED] - quarantined
     finally:
-        runtime.shutdown()
-        left = _runnable(watcher)
-        held = watcher.count_held()
         watcher.close()
     stats = runtime.stats()
     failed = stats.failed + stats.timed_out
@@ -173,7 +198,14 @@ def _drain(args: argparse.Namespace, out: TextIO, make_runtime: Callable[[Config
         f"{left} still runnable, {held} held by live processes",
         file=out,
     )
-    return EXIT_FAILED if failed or left else 0
+    if quarantined > 0:
+        print(
+            f"jumpqueue: {quarantined} record(s) quarantined, not run (see `jumpqueue status`)",
+            file=err,
+        )
+    if stats.journal_degraded:
+        print(f"jumpqueue: the journal {args.journal} failed while draining", file=err)
+    return EXIT_FAILED if failed or left or quarantined > 0 or stats.journal_degraded else 0
 
 
 def _runnable(store: Store) -> int:
@@ -181,17 +213,17 @@ def _runnable(store: Store) -> int:
     return store.count_runnable(waiting=True)
 
 
-def _retry(store: Store, ids: Sequence[str], *, failed: bool, out: TextIO) -> int:
+def _retry(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     err = sys.stderr
-    rows = store.in_state(FAILED) if failed else []
-    for call_id in ids:
+    rows = store.in_state(FAILED) if args.failed else []
+    for call_id in args.ids:
         found = store.record(call_id)
         if found is None:
             print(f"jumpqueue: no record {call_id}", file=err)
             return EXIT_FAILED
         rows.append(found)
     for row in rows:
-        owner = Owner.parse(row["owner"] or "")
+        owner = Owner.parse(row["owner"])
         if (
             row["state"] in ("claimed", "held")
             and owner is not None
@@ -202,6 +234,14 @@ def _retry(store: Store, ids: Sequence[str], *, failed: bool, out: TextIO) -> in
                 file=err,
             )
             return EXIT_BUSY
+    unreadable = [(row, problem) for row in rows if (problem := malformed(row)) is not None]
+    for row, problem in unreadable:
+        print(
+            f"jumpqueue: {_shown(row['id'])} was changed outside jumpqueue ({problem}); "
+            "it cannot be read as a call: not retried (purge it with --quarantined)",
+            file=err,
+        )
+    rows = [row for row in rows if malformed(row) is None]
     with store.transaction():
         for row in rows:
             if row["state"] == QUARANTINED and row["reason"] == TAMPERED:
@@ -209,7 +249,7 @@ def _retry(store: Store, ids: Sequence[str], *, failed: bool, out: TextIO) -> in
                 store.reseal(row["id"])
             store.reset(row["id"])
     print(f"{len(rows)} record(s) pending again", file=out)
-    return 0 if rows else EXIT_FAILED
+    return 0 if rows and not unreadable else EXIT_FAILED
 
 
 def _purge(store: Store, args: argparse.Namespace, out: TextIO) -> int:
@@ -238,7 +278,15 @@ def _duration(text: str) -> float:
     return seconds
 
 
-def _ago(when: float) -> str:
+def _shown(value: object, limit: int = 80) -> str:
+    # A value read from the file, which anyone may have written: printable, and short.
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _ago(when: object) -> str:
+    if isinstance(when, bool) or not isinstance(when, (int, float)) or math.isnan(when):
+        return "?"
     seconds = max(0.0, time.time() - when)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -246,8 +294,8 @@ def _ago(when: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def _who(owner: str | None) -> str:
-    parsed = Owner.parse(owner or "")
+def _who(owner: object) -> str:
+    parsed = Owner.parse(owner)
     if parsed is None:
         return "nobody"
     alive = is_alive(parsed)

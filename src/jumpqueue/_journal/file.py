@@ -14,6 +14,8 @@ import sqlite3
 import time
 
 from .._exceptions import JournalError
+from . import engine
+from .engine import Connection
 
 logger = logging.getLogger("jumpqueue")
 
@@ -55,9 +57,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 # Connections open in this process, by id, so that none is closed by the garbage
-# collector of a forked child; `_inherited` keeps a child's copies alive forever.
-_connections: dict[int, sqlite3.Connection] = {}
-_inherited: list[sqlite3.Connection] = []
+# collector of a forked child; `_inherited` keeps a child's copies alive forever,
+# and those to a file deleted or replaced while open (see `abandon`).
+_connections: dict[int, Connection] = {}
+_inherited: list[Connection] = []
+#: What a journal file is, by the suffix of each of its files ("", "-wal", "-shm"):
+#: (device, inode).
+Identity = dict[str, tuple[int, int]]
+_COMPANIONS = ("-wal", "-shm")
 
 
 def _drop_inherited() -> None:
@@ -71,15 +78,15 @@ if hasattr(os, "register_at_fork"):
 
 def describe(error: BaseException) -> str:
     """The SQLite error name and message of an error (or the OS error), for a log line."""
-    name = getattr(error, "sqlite_errorname", None)
+    name = engine.errorname(error)
     return f"{name}: {error}" if name else f"{type(error).__name__}: {error}"
 
 
 def is_corrupt(error: BaseException) -> bool:
     """True if SQLite says the file is damaged or not a database at all."""
-    name = getattr(error, "sqlite_errorname", None)
-    if name is not None:  # Python 3.11+
-        return str(name).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    name = engine.errorname(error)
+    if name is not None:
+        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
     text = str(error).lower()
     return "malformed" in text or "not a database" in text
 
@@ -88,24 +95,27 @@ def announce(path: str, synchronous: str) -> None:
     """Log that a journal is open; warn once per process about an SQLite with known bugs."""
     global _warned_about_sqlite  # noqa: PLW0603 -- once per process
     logger.info(
-        "jumpqueue: journal %s open (SQLite %s, synchronous=%s)",
+        "jumpqueue: journal %s open (SQLite %s through %s, synchronous=%s)",
         path,
-        sqlite3.sqlite_version,
+        engine.sqlite_version,
+        engine.LIBRARY,
         synchronous,
     )
-    if sqlite3.sqlite_version_info < WAL_RESET_FIXED and not _warned_about_sqlite:
+    if engine.sqlite_version_info < WAL_RESET_FIXED and not _warned_about_sqlite:
         _warned_about_sqlite = True
         logger.warning(
             "jumpqueue: this Python uses SQLite %s; releases before 3.51.3 (2026-03-13) "
             "have the WAL-reset bug, which can, rarely, corrupt a WAL database that "
             "several connections write or checkpoint at once, as the server's processes "
-            "do with the journal (https://sqlite.org/wal.html#walresetbug). A Python "
-            "linked with SQLite 3.51.3 or later is safer",
-            sqlite3.sqlite_version,
+            "do with the journal (https://sqlite.org/wal.html#walresetbug). Install "
+            "jumpqueue[%s] (apsw, which ships a current SQLite): the journal uses it "
+            "by itself",
+            engine.sqlite_version,
+            engine.EXTRA,
         )
 
 
-def open_file(path: str, *, synchronous: str, create: bool) -> tuple[sqlite3.Connection, bytes]:
+def open_file(path: str, *, synchronous: str, create: bool) -> tuple[Connection, bytes]:
     """A connection to the journal at path, and the journal's signing key.
 
     With `create`, the file is made (0600) if missing, and a corrupt or
@@ -115,7 +125,7 @@ def open_file(path: str, *, synchronous: str, create: bool) -> tuple[sqlite3.Con
     Raises:
         JournalError: no journal there (without `create`), not a journal
             (without `create`), or a journal of a newer jumpqueue.
-        sqlite3.Error, OSError: the file cannot be opened or written.
+        engine.Error, OSError: the file cannot be opened or written.
     """
     for _ in range(3):  # a moved-aside file is replaced once; more means something odd
         if create:
@@ -125,7 +135,7 @@ def open_file(path: str, *, synchronous: str, create: bool) -> tuple[sqlite3.Con
         connection = _connect(path)
         try:
             key = _prepare(connection, path, synchronous=synchronous, create=create)
-        except sqlite3.DatabaseError as error:
+        except engine.DatabaseError as error:
             _close(connection)
             if not is_corrupt(error):
                 raise
@@ -146,9 +156,55 @@ def open_file(path: str, *, synchronous: str, create: bool) -> tuple[sqlite3.Con
     raise JournalError(f"{path} keeps turning out damaged; giving up")
 
 
-def close(connection: sqlite3.Connection) -> None:
+def close(connection: Connection) -> None:
     """Close a connection this process opened."""
     _close(connection)
+
+
+def identify(path: str) -> Identity:
+    """The device and inode of the journal file and of its companions, those that exist."""
+    identity = {}
+    for suffix in ("", *_COMPANIONS):
+        found = _identity(path + suffix)
+        if found is not None:
+            identity[suffix] = found
+    return identity
+
+
+def replaced(path: str, identity: Identity) -> bool:
+    """True if the file at path is no longer the one identified (deleted, or replaced)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:  # cannot tell (a directory made unreadable): assume it is still there
+        return False
+    return (info.st_dev, info.st_ino) != identity.get("")
+
+
+def abandon(connection: Connection, path: str, identity: Identity) -> None:
+    """Let go of a connection to a file that is no longer at path.
+
+    The connection is never closed: closing the last connection of a WAL file
+    deletes, by name, the -wal and -shm files at the path, which may be a new
+    file's now. The companions still at the path that are the old file's are
+    removed instead, lest a new file at the path be read with the old one's WAL.
+    """
+    _connections.pop(id(connection), None)
+    _inherited.append(connection)
+    for suffix in _COMPANIONS:
+        known = identity.get(suffix)
+        if known is not None and _identity(path + suffix) == known:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 class _Foreign(Exception):  # noqa: N818 -- private signal, never raised to users
@@ -185,22 +241,19 @@ def _make_private(path: str, *, create: bool) -> None:
         os.close(descriptor)
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-    )
+def _connect(path: str) -> Connection:
+    connection = engine.connect(path, timeout=BUSY_TIMEOUT)
     _connections[id(connection)] = connection
-    connection.row_factory = sqlite3.Row
     return connection
 
 
-def _close(connection: sqlite3.Connection) -> None:
+def _close(connection: Connection) -> None:
     _connections.pop(id(connection), None)
-    with contextlib.suppress(sqlite3.Error):
+    with contextlib.suppress(*engine.Error):
         connection.close()
 
 
-def _prepare(connection: sqlite3.Connection, path: str, *, synchronous: str, create: bool) -> bytes:
+def _prepare(connection: Connection, path: str, *, synchronous: str, create: bool) -> bytes:
     # Check what the file is, bring its schema up to date, set the pragmas; its key.
     application_id = connection.execute("PRAGMA application_id").fetchone()[0]
     version = connection.execute("PRAGMA user_version").fetchone()[0]
@@ -234,7 +287,7 @@ def _prepare(connection: sqlite3.Connection, path: str, *, synchronous: str, cre
     return bytes(row[0])
 
 
-def _migrate(connection: sqlite3.Connection) -> None:
+def _migrate(connection: Connection) -> None:
     connection.execute("BEGIN IMMEDIATE")
     try:
         # Read again inside the transaction: another process may have migrated meanwhile.
@@ -251,7 +304,7 @@ def _migrate(connection: sqlite3.Connection) -> None:
             connection.execute(f"PRAGMA user_version = {version}")
         connection.execute("COMMIT")
     except BaseException:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*engine.Error):
             connection.execute("ROLLBACK")
         raise
 

@@ -26,11 +26,14 @@ from typing import TYPE_CHECKING, Any
 from .._codec import known_task
 from .._deferred import Deferred, Status
 from .records import make_record
-from .store import CLAIMED, DONE, FAILED, HELD, PENDING, SKIPPED, Record
+from .schema import CLAIMED, DONE, FAILED, HELD, PENDING, SKIPPED
+from .store import Record
 from .upkeep import Upkeep
-from .writer import COMMIT_WAIT, Mark, Writer
+from .writer import COMMIT_WAIT, Batch, Mark, Writer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._config import Config
     from .upkeep import JournalHost
 
@@ -107,6 +110,25 @@ class Journal:
             return len(records)
         return writer.commit(records, state)
 
+    def commit_later(
+        self, records: list[Record], then: Callable[[int], None], state: str = CLAIMED
+    ) -> None:
+        """Have the journal's thread write records, then call `then(unwritten)` there.
+
+        For a caller that must not wait for the disk (an event loop's thread).
+        While the journal fails, or once it closes, `then` is called at once,
+        in the caller, with every record unwritten.
+        """
+        writer = self._writer
+        if writer.degraded or not self._upkeep.hand_over(Batch(records, state, then)):
+            writer.fell_back(len(records))
+            then(len(records))
+
+    @property
+    def takes_writes(self) -> bool:
+        """True unless the journal fails or closes: a write handed over now may succeed."""
+        return not self._writer.degraded and not self._upkeep.closing
+
     def spill(self, record: Record, *, held: bool) -> bool:
         """Write a call that has no room in the backlog, to run when there is; True if written.
 
@@ -115,6 +137,11 @@ class Journal:
         """
         self._upkeep.feed()
         return self.commit([record], HELD if held else PENDING) == 0
+
+    def spill_later(self, record: Record, *, held: bool, then: Callable[[int], None]) -> None:
+        """`spill()` for a caller that must not wait for the disk (see `commit_later`)."""
+        self._upkeep.feed()
+        self.commit_later([record], then, HELD if held else PENDING)
 
     def hand_back(self, record: Record) -> float | None:
         """Take back a call its backend could not take, to be taken up after a back-off.

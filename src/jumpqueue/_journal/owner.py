@@ -16,6 +16,10 @@ import hashlib
 import os
 import socket
 
+#: Process ids are below this everywhere (Linux's is 2**22).
+_PID_LIMIT = 2**31
+_PID_DIGITS = len(str(_PID_LIMIT)) + 1
+
 
 @dataclasses.dataclass(frozen=True)
 class Owner:
@@ -29,13 +33,18 @@ class Owner:
         return f"{self.pid}@{self.node}#{self.start}"
 
     @classmethod
-    def parse(cls, text: str) -> Owner | None:
-        """The owner written as `str(owner)`, or None if text is not one."""
+    def parse(cls, text: object) -> Owner | None:
+        """The owner written as `str(owner)`, or None if text is not one (or not text)."""
+        if not isinstance(text, str):
+            return None
         pid, _, rest = text.partition("@")
         node, _, start = rest.rpartition("#")
-        if not pid.isdigit() or not node:
+        # A pid another tool wrote may be anything: 0 names a process group, and one
+        # past the platform's range makes os.kill() overflow.
+        if not (pid.isascii() and pid.isdigit() and len(pid) < _PID_DIGITS) or not node:
             return None
-        return cls(int(pid), node, start)
+        number = int(pid)
+        return cls(number, node, start) if 0 < number < _PID_LIMIT else None
 
     @property
     def host(self) -> str:

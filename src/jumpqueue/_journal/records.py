@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from .._codec import decode_arguments, encode_arguments, known_task, registered_name
 from .._deferred import Deferred
-from .store import TAMPERED, UNKNOWN, Record
+from .schema import TAMPERED, UNKNOWN, malformed
+from .store import Record
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from .._choices import ExecutorName
     from .._tasks import TaskOptions
+    from .engine import Row
     from .store import Store
 
 #: Times a record may be taken from a dead owner beyond its retries (a call that
@@ -58,13 +58,27 @@ def make_record(deferred: Deferred[Any], serializer: str) -> Record:
     )
 
 
-def decode(store: Store, row: sqlite3.Row, serializer_default: str) -> Deferred[Any]:
+def decode(store: Store, row: Row, serializer_default: str) -> Deferred[Any]:
     """The call a journal record stands for, if it may run in this process.
 
     Raises:
         Quarantine: it must not run (altered, unknown here, or undecodable).
     """
+    try:
+        return _decode(store, row, serializer_default)
+    except Quarantine:
+        raise
+    except Exception as error:  # noqa: BLE001 -- whatever is wrong, the record is set aside
+        raise Quarantine(
+            TAMPERED, f"it cannot be decoded ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _decode(store: Store, row: Row, serializer_default: str) -> Deferred[Any]:
     call_id, name, serializer = row["id"], row["name"], row["serializer"]
+    problem = malformed(row)
+    if problem is not None:
+        raise Quarantine(TAMPERED, f"it was changed outside jumpqueue ({problem})")
     if not store.verify(row):
         raise Quarantine(TAMPERED, "its checksum does not match: it was changed outside jumpqueue")
     task = known_task(name)
@@ -80,13 +94,8 @@ def decode(store: Store, row: sqlite3.Row, serializer_default: str) -> Deferred[
         serializer_default,
     ):
         raise Quarantine(TAMPERED, "its arguments are pickled, and its task does not opt in")
-    try:
-        options, executor = _options_from(task.task_options, row["options"])
-        args, kwargs = decode_arguments(bytes(row["payload"]), serializer=serializer)
-    except Exception as error:  # noqa: BLE001 -- whatever is wrong, the record is set aside
-        raise Quarantine(
-            TAMPERED, f"it cannot be decoded ({type(error).__name__}: {error})"
-        ) from None
+    options, executor = _options_from(task.task_options, row["options"])
+    args, kwargs = decode_arguments(bytes(row["payload"]), serializer=serializer)
     deferred: Deferred[Any] = Deferred(
         name, task.fn, args, kwargs, options, executor, contextvars.Context(), call_id=call_id
     )

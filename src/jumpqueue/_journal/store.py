@@ -11,30 +11,45 @@ import contextlib
 import hmac
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from .file import close, open_file
+from . import engine
+from .engine import Connection, Row
+from .file import abandon, close, identify, open_file, replaced
 from .owner import Owner, is_alive
+from .schema import (
+    COUNTERS,
+    DONE,
+    FINISHED,
+    MALFORMED,
+    SHAPE,
+    SKIPPED,
+    STATES,
+    TAMPERED,
+    UNKNOWN,
+    describe,
+    malformed,
+)
 
 logger = logging.getLogger("jumpqueue")
 
-#: Record states. A pending record has no owner; a claimed one is run by its owner;
-#: a held one was spilled during a request whose outcome its owner awaits.
-PENDING, CLAIMED, HELD = "pending", "claimed", "held"
-DONE, FAILED, SKIPPED, QUARANTINED = "done", "failed", "skipped", "quarantined"
-STATES = (PENDING, CLAIMED, HELD, DONE, FAILED, SKIPPED, QUARANTINED)
-#: Why a record was quarantined: its function is unknown here, or it was altered.
-UNKNOWN, TAMPERED = "unknown", "tampered"
 #: What `Store.finish` sets: (state, error, attempts, not_before, handoff_fallbacks, id).
 Outcome = tuple[str, str | None, int, float | None, int, str]
-
-_COLUMNS = (
-    "id, name, serializer, payload, options, state, owner, lease_until, attempts, "
-    "recoveries, max_recoveries, created, updated, error, reason, checksum, "
-    "not_before, handoff_fallbacks"
+_COLUMNS = ", ".join(SHAPE)
+# A record as jumpqueue writes it, as an SQL condition (SHAPE, with counters never
+# negative, and an owner for every record that is claimed or held).
+_WELL_FORMED = " AND ".join(
+    [
+        *(
+            f"typeof({column}) IN ({', '.join(repr(kind) for kind in kinds)})"
+            for column, kinds in SHAPE.items()
+        ),
+        *(f"{column} >= 0" for column in COUNTERS),
+        f"state IN ({', '.join(repr(state) for state in STATES)})",
+        "(owner IS NOT NULL OR state NOT IN ('claimed', 'held'))",
+    ]
 )
 
 
@@ -92,10 +107,11 @@ def _sign(key: bytes, fields: tuple[str, str, str, bytes, str]) -> bytes:
 class Store:
     """One connection to a journal file, and the statements the journal runs on it."""
 
-    def __init__(self, connection: sqlite3.Connection, key: bytes, path: str) -> None:
+    def __init__(self, connection: Connection, key: bytes, path: str) -> None:
         self.connection = connection
         self.key = key
         self.path = path
+        self._identity = identify(path)
 
     @classmethod
     def open(cls, path: str, *, synchronous: str = "FULL", create: bool = True) -> Store:
@@ -103,7 +119,7 @@ class Store:
 
         Raises:
             JournalError: no journal, not a journal, or one of a newer jumpqueue.
-            sqlite3.Error, OSError: the file cannot be opened or written.
+            engine.Error, OSError: the file cannot be opened or written.
         """
         connection, key = open_file(path, synchronous=synchronous, create=create)
         return cls(connection, key, path)
@@ -112,8 +128,20 @@ class Store:
         """Close the connection (in the process that opened it)."""
         close(self.connection)
 
+    def replaced(self) -> bool:
+        """True if the file at the path is no longer the one open (deleted, or replaced)."""
+        return replaced(self.path, self._identity)
+
+    def abandon(self) -> None:
+        """Let go of a file that is no longer at the path (see `file.abandon`).
+
+        What its WAL holds is copied into it first, for whoever moved it away.
+        """
+        self.checkpoint()
+        abandon(self.connection, self.path, self._identity)
+
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """A short write transaction; rolled back if anything in it fails."""
         connection = self.connection
         connection.execute("BEGIN IMMEDIATE")
@@ -121,14 +149,14 @@ class Store:
             yield connection
         except BaseException:
             if connection.in_transaction:  # SQLITE_FULL at COMMIT has rolled back already
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*engine.Error):
                     connection.execute("ROLLBACK")
             raise
         try:
             connection.execute("COMMIT")
-        except sqlite3.Error:
+        except engine.Error:
             if connection.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*engine.Error):
                     connection.execute("ROLLBACK")
             raise
 
@@ -201,37 +229,73 @@ class Store:
         room: int,
         lease_until: float,
         alive: Callable[[Owner], bool | None] = is_alive,
-    ) -> list[sqlite3.Row]:
-        """Claim up to `room` runnable records, oldest first, and return them.
+    ) -> tuple[list[Row], list[tuple[str, str]]]:
+        """Claim up to `room` runnable records, oldest first; those taken, and those set aside.
 
         Runnable: pending ones past their `not_before`, and claimed or held ones
         whose owner is dead (on this node) or whose lease has expired (on
         another). A record taken from a dead owner more than its
-        `max_recoveries` times is failed instead.
+        `max_recoveries` times is failed instead; one that jumpqueue did not
+        write as it is (`malformed`) is quarantined, and returned as (its id,
+        the problem).
         """
         connection, now, me = self.connection, time.time(), str(owner)
         where, parameters = self._runnable(owner, alive)
         rows = connection.execute(
-            f"SELECT {_COLUMNS} FROM calls WHERE {where} ORDER BY created LIMIT ?",  # noqa: S608
+            f"SELECT rowid, {_COLUMNS} FROM calls WHERE {where} "  # noqa: S608 -- built here
+            "ORDER BY created LIMIT ?",
             (*parameters, room),
         )
-        taken = []
+        taken, set_aside = [], []
         for row in rows.fetchall():
+            problem = malformed(row)
+            if problem is not None:
+                set_aside.append(self._set_aside(row, problem, now))
+                continue
             orphaned = row["owner"] is not None
             if orphaned and row["recoveries"] >= row["max_recoveries"]:
                 connection.execute(
                     "UPDATE calls SET state = 'failed', error = ?, lease_until = NULL, updated = ? "
-                    "WHERE id = ?",
-                    (_EXHAUSTED.format(row["recoveries"] + 1, row["owner"]), now, row["id"]),
+                    "WHERE rowid = ?",
+                    (_EXHAUSTED.format(row["recoveries"] + 1, row["owner"]), now, row["rowid"]),
                 )
                 continue
             connection.execute(
                 "UPDATE calls SET state = 'claimed', owner = ?, lease_until = ?, updated = ?, "
-                "recoveries = recoveries + ? WHERE id = ?",
-                (me, lease_until, now, int(orphaned), row["id"]),
+                "recoveries = recoveries + ? WHERE rowid = ?",
+                (me, lease_until, now, int(orphaned), row["rowid"]),
             )
             taken.append(row)
-        return taken
+        return taken, set_aside
+
+    def set_aside_malformed(self) -> list[tuple[str, str]]:
+        """Quarantine every unfinished record that jumpqueue did not write as it is.
+
+        Such a record may never even look runnable (a `not_before` that is
+        text, a state nobody writes), and would wait for ever. Returns (its
+        id, the problem) of each.
+        """
+        now, finished = time.time(), ", ".join(repr(state) for state in FINISHED)
+        rows = self.connection.execute(
+            f"SELECT rowid, {_COLUMNS} FROM calls "  # noqa: S608 -- fixed conditions
+            f"WHERE state NOT IN ({finished}) AND NOT ({_WELL_FORMED})"
+        ).fetchall()
+        return [
+            self._set_aside(row, problem, now)
+            for row in rows
+            if (problem := malformed(row)) is not None
+        ]
+
+    def _set_aside(self, row: Row, problem: str, now: float) -> tuple[str, str]:
+        # Quarantined by rowid: its id may be anything, NULL included.
+        error = f"it was changed outside jumpqueue ({problem})"
+        self.connection.execute(
+            "UPDATE calls SET state = 'quarantined', reason = ?, error = ?, owner = NULL, "
+            "lease_until = NULL, updated = ? WHERE rowid = ?",
+            (TAMPERED, error, now, row["rowid"]),
+        )
+        call_id = row["id"]
+        return call_id if isinstance(call_id, str) else describe(call_id), error
 
     def _runnable(
         self,
@@ -272,7 +336,8 @@ class Store:
     def next_due(self) -> float | None:
         """When the first pending record still waiting for its `not_before` is due, if any."""
         due = self.connection.execute(
-            "SELECT min(not_before) FROM calls WHERE state = 'pending' AND not_before > ?",
+            "SELECT min(not_before) FROM calls WHERE state = 'pending' AND not_before > ? "
+            "AND typeof(not_before) IN ('real', 'integer')",
             (time.time(),),
         ).fetchone()[0]
         return None if due is None else float(due)
@@ -308,33 +373,41 @@ class Store:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it (after a full disk)."""
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*engine.Error):
             self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def verify(self, row: sqlite3.Row) -> bool:
+    def verify(self, row: Row) -> bool:
         """True if a record is as its writer signed it."""
         return hmac.compare_digest(_sign(self.key, _signed_fields(row)), bytes(row["checksum"]))
 
     # -- what an operator reads and does (the command line) ------------------------------
 
     def counts(self) -> dict[str, int]:
-        """How many records are in each state (every state, those with none too)."""
+        """How many records are in each state (every state, those with none too).
+
+        Records in a state jumpqueue never writes are counted as "malformed".
+        """
         counts = dict.fromkeys(STATES, 0)
-        counts.update(self.connection.execute("SELECT state, count(*) FROM calls GROUP BY state"))
+        rows = self.connection.execute("SELECT state, count(*) FROM calls GROUP BY state")
+        for state, count in rows:
+            known = isinstance(state, str) and state in counts
+            key = state if known else MALFORMED
+            counts[key] = counts.get(key, 0) + int(count)
         return counts
 
     def oldest_waiting(self) -> float | None:
         """When the oldest record not yet finished was written, if there is one."""
         oldest = self.connection.execute(
-            "SELECT min(created) FROM calls WHERE state IN ('pending', 'claimed', 'held')"
+            "SELECT min(created) FROM calls WHERE state IN ('pending', 'claimed', 'held') "
+            "AND typeof(created) IN ('real', 'integer')"
         ).fetchone()[0]
         return None if oldest is None else float(oldest)
 
     def backing_off(self) -> tuple[int, float | None]:
         """Pending records waiting for their `not_before`: how many, and when the first is due."""
         count, due = self.connection.execute(
-            "SELECT count(*), min(not_before) FROM calls "
-            "WHERE state = 'pending' AND not_before > ?",
+            "SELECT count(*), min(not_before) FROM calls WHERE state = 'pending' "
+            "AND not_before > ? AND typeof(not_before) IN ('real', 'integer')",
             (time.time(),),
         ).fetchone()
         return int(count), None if due is None else float(due)
@@ -349,7 +422,7 @@ class Store:
             )
         ]
 
-    def latest(self, state: str, limit: int) -> list[sqlite3.Row]:
+    def latest(self, state: str, limit: int) -> list[Row]:
         """The records of one state changed last, newest first (without their payloads)."""
         return self.connection.execute(
             "SELECT id, name, attempts, updated, error FROM calls WHERE state = ? "
@@ -375,12 +448,12 @@ class Store:
             ).fetchone()[0]
         )
 
-    def record(self, call_id: str) -> sqlite3.Row | None:
+    def record(self, call_id: str) -> Row | None:
         """The record with this id, if there is one."""
         found = self._select("id = ?", (call_id,))
         return found[0] if found else None
 
-    def in_state(self, state: str) -> list[sqlite3.Row]:
+    def in_state(self, state: str) -> list[Row]:
         """The records in one state, oldest first."""
         return self._select("state = ?", (state,))
 
@@ -397,12 +470,14 @@ class Store:
     def reseal(self, call_id: str) -> None:
         """Sign a record again as it is now (an operator vouches for it)."""
         for row in self._select("id = ?", (call_id,)):
+            if malformed(row) is not None:
+                continue  # nothing to vouch for: it cannot be read as a call
             self.connection.execute(
                 "UPDATE calls SET checksum = ? WHERE id = ?",
                 (_sign(self.key, _signed_fields(row)), call_id),
             )
 
-    def _select(self, where: str, parameters: Sequence[Any]) -> list[sqlite3.Row]:
+    def _select(self, where: str, parameters: Sequence[Any]) -> list[Row]:
         # Whole records matching one of this module's fixed conditions.
         return self.connection.execute(
             f"SELECT {_COLUMNS} FROM calls WHERE {where} ORDER BY created",  # noqa: S608
@@ -410,7 +485,7 @@ class Store:
         ).fetchall()
 
 
-def _signed_fields(row: sqlite3.Row) -> tuple[str, str, str, bytes, str]:
+def _signed_fields(row: Row) -> tuple[str, str, str, bytes, str]:
     return (row["id"], row["name"], row["serializer"], bytes(row["payload"]), row["options"])
 
 

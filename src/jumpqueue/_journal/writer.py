@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 import threading
 import time
 import traceback
 from typing import TYPE_CHECKING
 
 from .._ratelimit import RateLimitedLog
+from . import engine
 from .file import describe
-from .store import PENDING, Outcome, Record, Store
+from .schema import PENDING
+from .store import Outcome, Record, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._config import Config
     from .owner import Owner
 
@@ -31,13 +34,20 @@ _ERROR_TEXT_LIMIT = 4000
 
 
 class Batch:
-    """Records one caller queued for the next transaction; `ok` once they are written."""
+    """Records one caller queued for the next transaction; `ok` once they are written.
 
-    __slots__ = ("done", "ok", "records", "state")
+    A caller that does not wait for the transaction (an event loop's thread)
+    gives `then`, called with how many records were not written, after it.
+    """
 
-    def __init__(self, records: list[Record], state: str) -> None:
+    __slots__ = ("done", "ok", "records", "state", "then")
+
+    def __init__(
+        self, records: list[Record], state: str, then: Callable[[int], None] | None = None
+    ) -> None:
         self.records = records
         self.state = state
+        self.then = then
         self.done = threading.Event()
         self.ok = False
 
@@ -178,6 +188,17 @@ class Writer:
         finally:
             for batch in batches:
                 batch.done.set()
+                if batch.then is not None:
+                    self._report(batch)
+
+    def queue(self, batch: Batch) -> None:
+        """With the lock: queue records for the next transaction, without waiting for it."""
+        self._batches.append(batch)
+        self.wake.notify()
+
+    def batches_queued(self) -> bool:
+        """With the lock: True while records wait for a transaction."""
+        return bool(self._batches)
 
     def marks_due(self) -> float | None:
         """With the lock: when the queued marks are to be written, if there are any."""
@@ -231,6 +252,39 @@ class Writer:
             time.monotonic() - self._degraded_since,
         )
 
+    def connect(self) -> Store | None:
+        """With the turn: open the file; None (and degraded) if it cannot be opened."""
+        try:
+            store = Store.open(self.path, synchronous=self._config.journal_synchronous)
+        except engine.FILE_ERRORS as error:
+            self.degrade(error)
+            return None
+        self.store = store
+        self.records_due = time.monotonic()
+        return store
+
+    def check_file(self) -> bool:
+        """With the turn: reopen the file if the one open was deleted or replaced.
+
+        Writes to a file no longer at the path would be lost at the next kill.
+        False if it cannot be opened again (the writer is then degraded).
+        """
+        store = self.store
+        if store is None or not store.replaced():
+            return True
+        logger.error(
+            "jumpqueue: the journal file %s was deleted or replaced while open; it is opened "
+            "again (the calls this process had journaled in the old file are not in it)",
+            self.path,
+        )
+        self.store = None
+        store.abandon()
+        if self.connect() is None:
+            return False
+        with self.lock:  # the journal's thread takes up what the file now there holds
+            self.wake.notify()
+        return True
+
     def disconnect(self) -> None:
         """Close the connection, if there is one."""
         if self.store is not None:
@@ -258,6 +312,12 @@ class Writer:
             return False
         if not batches and not marks:
             return True
+        if not self.check_file():
+            self._keep(marks)
+            return False
+        store = self.store
+        if store is None:  # pragma: no cover -- check_file() reopened it, or said it could not
+            return False
         lease_until = time.time() + self._lease
         try:
             by_state: dict[str, list[Record]] = {}
@@ -269,7 +329,7 @@ class Writer:
                         who = None if state == PENDING else owner
                         store.insert(records, state, who, lease_until)
                 _write_marks(store, marks, owner)
-        except sqlite3.Error as error:
+        except engine.Error as error:
             self._keep(marks)
             self.degrade(error)
             return False
@@ -281,6 +341,17 @@ class Writer:
             batch.ok = True
         self.reclaim_by(min((when for when in due if when is not None), default=None))
         return True
+
+    def _report(self, batch: Batch) -> None:
+        # Tell a caller that did not wait what became of its records.
+        unwritten = 0 if batch.ok else sum(not record.written for record in batch.records)
+        if unwritten:
+            self.fell_back(unwritten)
+        try:
+            if batch.then is not None:
+                batch.then(unwritten)
+        except Exception:  # its failure must not fail the other callers' batches
+            logger.exception("jumpqueue: a call written to the journal %s failed", self.path)
 
     def _keep(self, marks: dict[str, Mark]) -> None:
         # Marks not written stay for the next write, before any newer mark of the same call.

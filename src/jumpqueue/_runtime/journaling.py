@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .._deferred import Deferred, Status
 from .._exceptions import ConfigurationError, OverloadedError
+from ..executors._base import Attempt, running_loop
 
 if TYPE_CHECKING:
     from .._config import Config
-    from .._journal import Journal
+    from .._journal import Journal, Record
     from .._scope import RequestScope, ScopeHost
+    from ..executors._base import Executor
     from .dispatch import Dispatcher
     from .ledger import Ledger
+
+logger = logging.getLogger("jumpqueue")
 
 
 class JournalLink:
@@ -27,6 +33,13 @@ class JournalLink:
         self._ledger = ledger
         self._dispatcher = dispatcher
         self.journal: Journal | None = None
+        self._lock = threading.Lock()
+        # Calls spilled from an event loop that the journal's thread has not written
+        # yet, each with a copy to run should it not be written, and how its request
+        # ended (None while it is on); the copies of those it could not write while
+        # their request was on, for the request's end to run or not.
+        self._spills_writing: dict[Deferred[Any], tuple[Deferred[Any], bool | None]] = {}
+        self._spills_unwritten: dict[Deferred[Any], Deferred[Any]] = {}
         if config.journal is not None:
             from .._journal import Journal  # noqa: PLC0415 -- sqlite3 only for those who journal
 
@@ -64,15 +77,46 @@ class JournalLink:
             if unwritten:  # they run without it (on_journal_error="memory", or too late)
                 self._ledger.journal_fallbacks(unwritten)
 
+    def commit_then_submit(self, deferred: Deferred[Any], executor: Executor) -> None:
+        """Write a call accepted outside a request, then submit its first attempt.
+
+        On an event loop's thread the journal's thread writes it, and submits
+        it then: the loop never waits for the disk.
+        """
+        journal, record = self.journal, deferred._record
+        if journal is None or record is None or running_loop() is None:
+            self.commit([deferred])
+            executor.submit(Attempt(deferred, 1))
+            return
+
+        def written(unwritten: int) -> None:
+            if unwritten:
+                self._ledger.journal_fallbacks(unwritten)
+            if deferred.status is Status.PENDING:  # else a shutdown settled it meanwhile
+                executor.submit(Attempt(deferred, 1))
+
+        journal.commit_later([record], written)
+
     def spill(self, deferred: Deferred[Any], holder: RequestScope | None, host: ScopeHost) -> None:
         """Write a call the full backlog has no room for to the journal, to run when it has.
 
-        In a request (`holder`), it runs once the request has succeeded.
+        In a request (`holder`), it runs once the request has succeeded. On an
+        event loop's thread the journal's thread writes it, and the call counts
+        as journaled at once; should that write fail, the call runs in memory
+        instead, past the bound (once its request has succeeded).
 
         Raises:
             OverloadedError: the journal cannot take it either.
         """
         journal, record = self.journal, deferred._record
+        if (
+            journal is not None
+            and record is not None
+            and journal.takes_writes
+            and running_loop() is not None
+        ):
+            self._spill_later(journal, deferred, record, holder, host)
+            return
         written = (
             journal is not None
             and record is not None
@@ -89,9 +133,60 @@ class JournalLink:
         if holder is not None and not holder.hold(host, deferred):
             host.release_held(deferred, run=True)
 
+    def _spill_later(
+        self,
+        journal: Journal,
+        deferred: Deferred[Any],
+        record: Record,
+        holder: RequestScope | None,
+        host: ScopeHost,
+    ) -> None:
+        # Made now: a journaled handle lets go of its arguments.
+        fallback = _copy(deferred)
+        with self._lock:
+            self._spills_writing[deferred] = (fallback, None if holder is not None else True)
+        self._ledger.spilled(deferred, written=True)
+        journal.spill_later(
+            record,
+            held=holder is not None,
+            then=lambda unwritten: self._spill_written(deferred, written=not unwritten),
+        )
+        if holder is not None and not holder.hold(host, deferred):
+            host.release_held(deferred, run=True)
+
+    def _spill_written(self, deferred: Deferred[Any], *, written: bool) -> None:
+        # The journal's thread wrote a call spilled from an event loop, or could not.
+        with self._lock:
+            fallback, run = self._spills_writing.pop(deferred)
+            if not written and run is None:  # its request is still on: its end decides
+                self._spills_unwritten[deferred] = fallback
+        if not written:
+            self._ledger.journal_fallbacks(1)
+            if run:
+                self._run_unwritten(fallback)
+
+    def _run_unwritten(self, fallback: Deferred[Any]) -> None:
+        # A spilled call the journal could not take runs here, past the bound, as one
+        # taken up from the journal would have.
+        logger.warning(
+            "jumpqueue: %s [%s] was spilled and the journal could not take it; "
+            "it runs in memory, past max_pending",
+            fallback.name,
+            fallback.id,
+        )
+        self.adopt(fallback)
+
     def release_spilled(self, deferred: Deferred[Any], *, run: bool) -> None:
         """The request that spilled this call ended: the journal lets it run, or skips it."""
-        if self.journal is not None and deferred._record is not None:
+        with self._lock:
+            writing = self._spills_writing.get(deferred)
+            if writing is not None:  # its write is still to come, and then decides
+                self._spills_writing[deferred] = (writing[0], run)
+            fallback = self._spills_unwritten.pop(deferred, None)
+        if fallback is not None:
+            if run:
+                self._run_unwritten(fallback)
+        elif self.journal is not None and deferred._record is not None:
             self.journal.release_spilled(deferred._record, run=run)
 
     def left_over(self, deferred: Deferred[Any]) -> Status:
@@ -116,6 +211,21 @@ class JournalLink:
         self._dispatcher.dispatch(deferred)
         return True
 
-    def journal_room(self) -> int:
-        """Calls the backlog can take now (the journal takes up no more than that)."""
-        return self._ledger.room_left()
+    def journal_room(self, batch: int) -> int:
+        """Calls to take from the journal now: room for `batch` waiting for a worker, at most."""
+        return self._ledger.room_left(waiting_at_most=batch)
+
+
+def _copy(deferred: Deferred[Any]) -> Deferred[Any]:
+    # The same call, not admitted yet: what runs in memory if the journal cannot take it.
+    return Deferred(
+        deferred.name,
+        deferred.fn,
+        deferred.args,
+        deferred.kwargs,
+        deferred.options,
+        deferred.executor,
+        deferred.context,
+        deferred.loop,
+        call_id=deferred.id,
+    )

@@ -152,10 +152,19 @@ class Ledger:
             self._wait_locked(deferred)
         return True
 
-    def room_left(self) -> int:
-        """Calls the backlog can take now (none once closing)."""
+    def room_left(self, *, waiting_at_most: int | None = None) -> int:
+        """Calls the backlog can take now (none once closing).
+
+        With `waiting_at_most`, no more than would make that many calls wait
+        for a worker (pending, not yet running).
+        """
         with self.lock:
-            return 0 if self.closing else self.max_pending - len(self.in_flight)
+            if self.closing:
+                return 0
+            room = self.max_pending - len(self.in_flight)
+            if waiting_at_most is not None:
+                room = min(room, waiting_at_most - self.pending)
+            return room
 
     def journal_fallbacks(self, count: int) -> None:
         """Count calls that could not be journaled and run without it."""

@@ -178,9 +178,10 @@ class Runtime:
         verdict = self._admission.admit(deferred, holder, refused=refused)
         if verdict is Verdict.ADMITTED:
             if holder is None:
-                if journal is not None:
-                    self._journaling.commit([deferred])
-                executor.submit(Attempt(deferred, 1))
+                if journal is None:
+                    executor.submit(Attempt(deferred, 1))
+                else:  # written first; on an event loop, by the journal's thread
+                    self._journaling.commit_then_submit(deferred, executor)
             elif not holder.hold(self._held_calls, deferred):  # released since we looked
                 self._held_calls.release_held(deferred, run=True)
         elif verdict is Verdict.INLINE:
