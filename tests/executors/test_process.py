@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -32,7 +33,7 @@ from jumpqueue import (
     WorkerCrashedError,
     task,
 )
-from jumpqueue.executors import _process_os, process
+from jumpqueue.executors import _process_os, _process_tree, process
 
 from ..conftest import RuntimeFactory
 from . import process_tasks as tasks
@@ -75,6 +76,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def kill_leftovers(pids: list[int]) -> None:
+    """SIGKILL whatever of pids outlived the test (so that a failing test leaks nothing)."""
+    for pid in pids:
+        if not dead(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def assert_full_strength(runtime: Runtime, directory: Path, count: int) -> list[int]:
@@ -326,6 +335,28 @@ def test_process_memory_watchdog_kills_a_child_past_the_limit(
 
 
 @linux_only
+def test_process_memory_watchdog_counts_the_processes_a_call_started(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(process, "address_space_limit", lambda limit: None)
+    runtime = make_runtime(max_processes=1, memory_limit="128MiB")
+    # Two processes of 80 MiB each: neither is past the limit, nor is the child itself.
+    pid_file = tmp_path / "pids"
+    hog = runtime.defer(in_process(tasks.spread_memory), 80 * 1024**2, 2, str(pid_file))
+    try:
+        with pytest.raises(MemoryLimitError, match="resident memory") as raised:
+            hog.result(timeout=20)
+        child, *started = map(int, tasks.wait_for_file(pid_file).split())
+        assert raised.value.pid == child
+        assert len(started) == 2  # the second one took the tree past the limit
+        assert wait_until(lambda: all(dead(pid) for pid in [child, *started]), timeout=5)
+    finally:
+        if pid_file.exists():
+            kill_leftovers([int(pid) for pid in pid_file.read_text().split()])
+    assert runtime.defer(in_process(tasks.add), 1, 2).result(timeout=20) == 3
+
+
+@linux_only
 def test_process_pool_heals_after_its_fork_server_is_killed(
     make_runtime: RuntimeFactory,
 ) -> None:
@@ -392,6 +423,86 @@ def test_process_shutdown_leaves_no_process_behind(
     assert wait_until(lambda: dead(child) and dead(grandchild) and dead(idle), timeout=5)
 
 
+@linux_only
+@pytest.mark.parametrize("moment", ["busy-at-shutdown", "idle-at-shutdown", "timed-out"])
+def test_process_processes_in_sessions_of_their_own_end_with_their_child(
+    make_runtime: RuntimeFactory, tmp_path: Path, moment: str
+) -> None:
+    runtime = make_runtime(max_processes=1)
+    options = {"timeout": 3.0} if moment == "timed-out" else {}
+    pid_file = tmp_path / "pids"
+    handle = runtime.defer(
+        in_process(tasks.start_sessions, **options), str(pid_file), moment != "idle-at-shutdown"
+    )
+    pids = list(map(int, tasks.wait_for_file(pid_file).split()))  # child, leader, daemon
+    try:
+        assert not any(dead(pid) for pid in pids)
+        if moment == "timed-out":
+            with pytest.raises(TaskTimeoutError):
+                handle.result(timeout=20)
+        else:
+            if moment == "idle-at-shutdown":
+                handle.result(timeout=20)
+            runtime.shutdown(timeout=0.2)
+        assert wait_until(lambda: all(dead(pid) for pid in pids), timeout=5), [
+            pid for pid in pids if not dead(pid)
+        ]
+    finally:
+        kill_leftovers(pids)
+
+
+@linux_only
+def test_process_child_collects_the_orphans_it_takes_in(
+    make_runtime: RuntimeFactory, tmp_path: Path
+) -> None:
+    runtime = make_runtime(max_processes=1)
+    ends = in_process(tasks.orphan_that_ends)
+    orphan = runtime.defer(ends, str(tmp_path / "orphan")).result(timeout=20)
+    # The child took the daemon in when its parent ended: no zombie is left below it.
+    assert wait_until(lambda: not Path(f"/proc/{orphan}").exists(), timeout=5)
+
+
+TWO_LEVELS = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from tests.executors import process_tasks as tasks
+
+    below = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    tasks.write_file(sys.argv[1], str(below.pid))
+    time.sleep(60)
+    """
+)
+
+
+@linux_only
+@pytest.mark.parametrize("listing", ["children-files", "all-of-proc"])
+def test_process_tree_is_found_measured_and_killed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, listing: str
+) -> None:
+    if listing == "children-files" and not _process_tree._CHILDREN_FILES:
+        pytest.skip("this kernel has no /proc/<pid>/task/<tid>/children")
+    monkeypatch.setattr(_process_tree, "_CHILDREN_FILES", listing == "children-files")
+    top = subprocess.Popen(
+        [sys.executable, "-c", TWO_LEVELS, str(tmp_path / "below")], cwd=ROOT, env={**os.environ}
+    )
+    below = int(tasks.wait_for_file(tmp_path / "below"))
+    try:
+        found = {member.pid for member in _process_tree.descendants(os.getpid())}
+        assert {top.pid, below} <= found
+        alone = _process_tree.TreeScanner().resident_bytes(below)
+        with_below = _process_tree.TreeScanner().resident_bytes(top.pid)
+        assert alone is not None
+        assert with_below is not None
+        assert with_below > alone
+        _process_tree.kill_tree(top.pid, signal.SIGKILL)
+        assert top.wait(timeout=10) == -signal.SIGKILL
+        assert wait_until(lambda: dead(below), timeout=5)
+    finally:
+        top.kill()
+        top.wait()
+        kill_leftovers([below])
+
+
 SERVER = textwrap.dedent(
     """
     import os, sys, time
@@ -406,8 +517,8 @@ SERVER = textwrap.dedent(
     worker = os.fork()
     if worker == 0:
         worker_runtime = Runtime(Config(max_processes=1))
-        hold = task(executor="process")(tasks.hold)
-        worker_runtime.defer(hold, out + "/worker-child", out + "/never")
+        start = task(executor="process")(tasks.start_sessions)
+        worker_runtime.defer(start, out + "/worker-child", True)
         time.sleep(60)  # until the test kills this server worker
         os._exit(0)
     tasks.write_file(out + "/worker", str(worker))
@@ -428,9 +539,10 @@ def test_process_children_die_with_their_server_worker(preload: str, tmp_path: P
     )
     try:
         worker = int(tasks.wait_for_file(tmp_path / "worker"))
-        child = int(tasks.wait_for_file(tmp_path / "worker-child"))
+        # The child, and the processes its call started in sessions of their own.
+        child, *started = map(int, tasks.wait_for_file(tmp_path / "worker-child").split())
         os.kill(worker, signal.SIGKILL)  # a server worker dies without any cleanup
-        assert wait_until(lambda: dead(child), timeout=10)
+        assert wait_until(lambda: all(dead(pid) for pid in [child, *started]), timeout=10)
         if preload == "preload":
             assert tasks.wait_for_file(tmp_path / "after") == "3"
             assert child != int(tasks.wait_for_file(tmp_path / "master-child"))
@@ -438,6 +550,8 @@ def test_process_children_die_with_their_server_worker(preload: str, tmp_path: P
     finally:
         master.kill()
         master.wait()
+        if (tmp_path / "worker-child").exists():
+            kill_leftovers([int(pid) for pid in (tmp_path / "worker-child").read_text().split()])
 
 
 # -- an oracle, and configuration ------------------------------------------------------------

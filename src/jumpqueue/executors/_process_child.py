@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._base import call_to_completion
+from ._process_tree import become_subreaper, kill_tree, reap_adopted
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -50,6 +51,8 @@ def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level
     """The child's main loop, until its parent closes the pipe or sends an empty message."""
     if hasattr(os, "setsid"):
         os.setsid()  # a group of its own, so that the parent can kill what the call started
+    # Orphans of what a call started stay below this process, where the parent finds them.
+    adopting = become_subreaper()
     _watch_parent(parent_pid)
     lock = threading.Lock()
 
@@ -71,6 +74,10 @@ def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level
         if not data:
             return
         reply = _run(data, functions, memory_limit)
+        if adopting:
+            # Between calls: a status a later call still waits for (a process left
+            # running across calls) would be collected here, and seen as exit code 0.
+            reap_adopted()
         try:
             send(reply)
         except OSError:
@@ -130,7 +137,7 @@ def _limit_address_space(limit: int) -> None:
 
 
 def _watch_parent(pid: int) -> None:
-    """End this process and its group when the parent dies, however it dies."""
+    """End this process and everything below it when the parent dies, however it dies."""
 
     def watch() -> None:
         try:
@@ -142,8 +149,7 @@ def _watch_parent(pid: int) -> None:
         else:
             poller.register(fd, select.POLLIN)
             poller.poll()
-        if hasattr(os, "killpg"):
-            os.killpg(os.getpgrp(), signal.SIGKILL)
+        kill_tree(os.getpid(), signal.SIGKILL)  # this process last: its orphans stay below it
         os._exit(1)
 
     previous = threading.stack_size(256 * 1024)  # a small stack: the address space may be capped

@@ -22,11 +22,12 @@ from . import _process_calls, _process_os
 from ._process_os import (
     Child,
     ChildTraceback,
+    TreeScanner,
     Watcher,
     describe_exit,
     emit_log,
     forget_inherited_forkserver,
-    kill_group,
+    kill_tree,
     stop_children,
     watch_memory,
 )
@@ -95,6 +96,7 @@ class ProcessExecutor:
         self._spawn_failures = 0
         self._next_spawn = 0.0
         self._next_watch = 0.0
+        self._scanner = TreeScanner()
         self._spawn_log = RateLimitedLog(logger, interval=10.0)
         _live_executors.add(self)
 
@@ -135,13 +137,13 @@ class ProcessExecutor:
         self._wake()
 
     def expire(self, attempt: Attempt) -> None:
-        """Kill the child running the attempt, with its process group; a fresh one replaces it."""
+        """Kill the child running the attempt, with what it started; a fresh one replaces it."""
         with self._lock:
             child = attempt.worker
             if not isinstance(child, Child) or child.attempt is not attempt:
                 return  # it answered just now
             child.killed = True
-        kill_group(child.pid, signal.SIGKILL)
+        kill_tree(child.pid, signal.SIGKILL)
 
     def close(self) -> None:
         """Stop every child: idle ones exit, running ones are terminated, then killed."""
@@ -271,7 +273,7 @@ class ProcessExecutor:
             if not child.ready and not child.killed:
                 if now >= child.started + STARTUP_TIMEOUT:
                     child.killed = True  # its death counts as a failed start
-                    kill_group(child.pid, signal.SIGKILL)
+                    kill_tree(child.pid, signal.SIGKILL)
                 else:
                     deadlines.append(child.started + STARTUP_TIMEOUT)
         if self._idle_timeout is not None:
@@ -285,7 +287,7 @@ class ProcessExecutor:
         if self._memory_limit is not None and sys.platform == "linux":
             if now >= self._next_watch:
                 self._next_watch = now + WATCH_INTERVAL
-                watch_memory(list(self._children), self._memory_limit)
+                watch_memory(list(self._children), self._memory_limit, self._scanner)
             deadlines.append(self._next_watch)
         return min(deadlines, default=None)
 
@@ -350,16 +352,14 @@ class ProcessExecutor:
         lost = exitcode == _LOST_FORKSERVER and self._method == "forkserver"
         if lost and _process_os.alive(child.pid):
             # multiprocessing says 255 when the fork server died: the child itself lives on.
-            kill_group(child.pid, signal.SIGKILL)
+            kill_tree(child.pid, signal.SIGKILL)
         with self._lock:
             attempt, child.attempt = child.attempt, None
             serving = child in self._children
             (self._children if serving else self._leaving).remove(child)
         self._watcher.discard(child.conn)
         self._watcher.discard(child.process.sentinel)
-        child.conn.close()
-        with contextlib.suppress(ValueError):
-            child.process.close()
+        child.close()
         if not serving:
             return
         how = "lost its fork server and was killed" if lost else describe_exit(exitcode)
