@@ -78,6 +78,41 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     return True
 
 
+def processes_below(root: int) -> list[int]:
+    """Every live process below root: its children, theirs, and so on (reads all of /proc)."""
+    below: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and not dead(int(entry.name)):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                below.setdefault(ppid, []).append(int(entry.name))
+    found, parents = [], [root]
+    while parents:
+        for pid in below.get(parents.pop(), []):
+            found.append(pid)
+            parents.append(pid)
+    return found
+
+
+def settled_signal(pid: int, sig: int) -> bool:
+    """True once sig, sent to pid, has had its effect: pid is dead, or it took the signal.
+
+    A process that neither ignores nor catches sig must be dead (its default action).
+    """
+    try:
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+    except OSError:
+        return True
+    if dead(pid):
+        return True
+    bit = 1 << (sig - 1)
+    pending = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
+    handled = int(status["SigIgn"], 16) | int(status["SigCgt"], 16)
+    return not pending & bit and bool(handled & bit)
+
+
 def kill_leftovers(pids: list[int]) -> None:
     """SIGKILL whatever of pids outlived the test (so that a failing test leaks nothing)."""
     for pid in pids:
@@ -501,6 +536,66 @@ def test_process_tree_is_found_measured_and_killed(
         top.kill()
         top.wait()
         kill_leftovers([below])
+
+
+STOPPED_SERVER = textwrap.dedent(
+    """
+    import signal, sys, threading
+    from jumpqueue import Config, Runtime, task
+    from tests.executors import process_tasks as tasks
+
+    method, out = sys.argv[1], sys.argv[2]
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    runtime = Runtime(Config(max_processes=2, start_method=method))
+    runtime.defer(task(executor="process")(tasks.getpid)).result(30)  # an idle child too
+    busy = runtime.defer(task(executor="process")(tasks.hold), out + "/busy", out + "/go")
+    tasks.wait_for_file(out + "/busy")
+    tasks.write_file(out + "/ready", "")
+    stopping.wait(30)  # a process manager stops the server: its calls get their grace
+    runtime.shutdown(timeout=20)
+    try:
+        outcome = f"ok {busy.result(0)}"
+    except Exception as error:
+        outcome = f"{type(error).__name__}: {error}"
+    tasks.write_file(out + "/outcome", outcome)
+    """
+)
+
+
+@linux_only
+@pytest.mark.parametrize("stop", ["group", "every-process"])
+def test_process_whole_group_stop_leaves_busy_calls_their_grace(
+    start_method: str, stop: str, tmp_path: Path
+) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_SERVER, start_method, str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ},
+        start_new_session=True,
+    )
+    everything: list[int] = []
+    try:
+        tasks.wait_for_file(tmp_path / "ready")
+        everything = [server.pid, *processes_below(server.pid)]
+        if stop == "group":  # `kill -TERM -PGID`: the children lead groups of their own
+            targets = [pid for pid in everything if os.getpgid(pid) == server.pid]
+            os.killpg(server.pid, signal.SIGTERM)
+        else:  # systemd's KillMode=control-group: every process of the service
+            targets = everything
+            for pid in targets:
+                with contextlib.suppress(ProcessLookupError):  # ended by an earlier one's end
+                    os.kill(pid, signal.SIGTERM)
+        assert wait_until(lambda: all(settled_signal(pid, signal.SIGTERM) for pid in targets))
+        tasks.write_file(tmp_path / "go", "")
+        outcome = tasks.wait_for_file(tmp_path / "outcome")
+        assert outcome == f"ok {tasks.wait_for_file(tmp_path / 'busy')}"
+        assert server.wait(timeout=20) == 0
+        assert wait_until(lambda: all(dead(pid) for pid in everything), timeout=5)
+    finally:
+        server.kill()
+        server.wait()
+        kill_leftovers(everything)
 
 
 SERVER = textwrap.dedent(

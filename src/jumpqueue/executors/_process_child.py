@@ -28,6 +28,8 @@ Message = tuple[Any, ...]
 _PICKLE = pickle.HIGHEST_PROTOCOL
 # The call running now, for the log records it emits: (name, id).
 _current: tuple[str, str] | None = None
+# True while the main thread reads a message: a signal then must not look at the pipe.
+_receiving = False
 
 
 class FunctionRef(NamedTuple):
@@ -49,6 +51,8 @@ def resolve(ref: FunctionRef) -> Any:
 
 def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level: int) -> None:
     """The child's main loop, until its parent closes the pipe or sends an empty message."""
+    global _receiving  # noqa: PLW0603 -- read by the signal handler, in this same thread
+    _leave_stops_to_the_parent(conn)
     if hasattr(os, "setsid"):
         os.setsid()  # a group of its own, so that the parent can kill what the call started
     # Orphans of what a call started stay below this process, where the parent finds them.
@@ -67,10 +71,13 @@ def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level
     send(("ready", os.getpid()))
     functions: dict[FunctionRef, Callable[..., Any]] = {}
     while True:
+        _receiving = True
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        finally:
+            _receiving = False
         if not data:
             return
         reply = _run(data, functions, memory_limit)
@@ -134,6 +141,31 @@ def _limit_address_space(limit: int) -> None:
             "jumpqueue: this platform cannot limit a child's address space; "
             "only the parent's resident-memory watchdog applies"
         )
+
+
+def _leave_stops_to_the_parent(conn: Connection) -> None:
+    """Let SIGTERM and SIGINT end this process only when the parent sends them.
+
+    A process manager stopping a service signals its whole process group, or
+    every process of its cgroup: the children must not die before the server
+    that gives their calls a grace period. The parent asks a child to stop
+    with an empty message before it sends SIGTERM; a signal with no message
+    waiting is left to the parent, which ends the child when it stops itself.
+    A handler rather than SIG_IGN: ignoring would carry over to the programs
+    that a call executes.
+    """
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if _receiving or not conn.poll():
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    # Under fork, the parent's event loop may have left its wake-up descriptor here: a
+    # signal this process takes must not reach that loop as if the parent had taken it.
+    signal.set_wakeup_fd(-1)
 
 
 def _watch_parent(pid: int) -> None:

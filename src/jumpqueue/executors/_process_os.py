@@ -6,6 +6,7 @@ import contextlib
 import logging
 import multiprocessing.connection
 import os
+import select
 import selectors
 import signal
 import sys
@@ -27,6 +28,7 @@ __all__ = [
     "forget_inherited_forkserver",
     "kill_group",
     "kill_tree",
+    "open_pidfd",
     "start_child",
     "stop_children",
     "watch_memory",
@@ -50,6 +52,7 @@ class Child:
         "idle_since",
         "killed",
         "pid",
+        "pidfd",
         "process",
         "ready",
         "reason",
@@ -69,23 +72,46 @@ class Child:
         #: Killed by the parent (timeout, memory): its call was settled, or gets `reason`.
         self.killed = False
         self.reason: BaseException | None = None
+        #: Set once its fork server died: the child is watched through this descriptor instead.
+        self.pidfd: int | None = None
 
     def __repr__(self) -> str:
         return f"<Child {self.pid} served={self.served}>"
 
     def join(self, timeout: float) -> None:
         """Wait at most timeout seconds for the child to end."""
-        self.process.join(timeout)
+        if self.pidfd is None:
+            self.process.join(timeout)
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self.pidfd], [], [], timeout)
 
     def ended(self) -> bool:
         """True once the child has exited (its pid may then name another process)."""
-        return self.process.exitcode is not None
+        if self.pidfd is None:
+            return self.process.exitcode is not None
+        try:
+            return bool(select.select([self.pidfd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def close(self) -> None:
         """Release what the parent holds for the child, once it has ended."""
         self.conn.close()
+        if self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = None
         with contextlib.suppress(ValueError):
             self.process.close()
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A descriptor readable once process pid has ended (Linux), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def start_child(context: Any, *, memory_limit: int | None, log_level: int) -> Child:
@@ -200,7 +226,7 @@ def stop_children(children: list[Child], *, grace: float) -> None:
     below = {child: found[child.pid] for child in children}
     for child in children:
         with contextlib.suppress(OSError):
-            child.conn.send_bytes(b"")
+            child.conn.send_bytes(b"")  # the child's SIGTERM handler sees it: the stop is ours
         child.conn.close()
         if child.attempt is not None or not child.ready:
             kill_group(child.pid, signal.SIGTERM)

@@ -28,6 +28,7 @@ from ._process_os import (
     emit_log,
     forget_inherited_forkserver,
     kill_tree,
+    open_pidfd,
     stop_children,
     watch_memory,
 )
@@ -339,7 +340,9 @@ class ProcessExecutor:
         else:  # "memory": the child's address space is full
             error = MemoryLimitError(f"{message[1]} in child process {child.pid}", pid=child.pid)
         spent = self._max_tasks is not None and child.served >= self._max_tasks
-        if (kind == "memory" or spent) and child in self._children:
+        # A child whose fork server died has served its last call.
+        orphan = child.pidfd is not None
+        if (kind == "memory" or spent or orphan) and child in self._children:
             self._retire(child, shrink=False)
         if attempt is not None and not attempt.settled:  # settled: timed out and killed
             self._host.attempt_finished(attempt, result, error)
@@ -347,11 +350,14 @@ class ProcessExecutor:
     def _reap(self, child: Child) -> None:
         while not child.conn.closed and child.conn.poll() and self._receive(child):
             pass  # what it said before it died
+        orphan = child.pidfd is not None
         child.process.join(1.0)
-        exitcode = child.process.exitcode
+        exitcode = None if orphan else child.process.exitcode
         lost = exitcode == _LOST_FORKSERVER and self._method == "forkserver"
         if lost and _process_os.alive(child.pid):
             # multiprocessing says 255 when the fork server died: the child itself lives on.
+            if self._adopt(child):
+                return
             kill_tree(child.pid, signal.SIGKILL)
         with self._lock:
             attempt, child.attempt = child.attempt, None
@@ -359,10 +365,15 @@ class ProcessExecutor:
             (self._children if serving else self._leaving).remove(child)
         self._watcher.discard(child.conn)
         self._watcher.discard(child.process.sentinel)
+        if child.pidfd is not None:
+            self._watcher.discard(child.pidfd)
         child.close()
         if not serving:
             return
-        how = "lost its fork server and was killed" if lost else describe_exit(exitcode)
+        if orphan:
+            how = "ended after its fork server died (its exit status is unknown)"
+        else:
+            how = "lost its fork server and was killed" if lost else describe_exit(exitcode)
         if not child.ready:
             self._spawn_failed(time.monotonic(), f"it {how} while starting up")
         elif attempt is not None and not attempt.settled:
@@ -375,6 +386,27 @@ class ProcessExecutor:
             self._host.attempt_finished(attempt, None, error)
         elif not child.killed:
             logger.warning("jumpqueue: idle child process %d %s; replacing it", child.pid, how)
+
+    def _adopt(self, child: Child) -> bool:
+        """Let a busy child whose fork server died finish its call; False if it cannot.
+
+        A whole-group stop (`kill -TERM -PGID`, systemd) ends the fork server at once;
+        its children need no fork server to run, only to report their exit status.
+        """
+        if not child.ready or child.killed or child.attempt is None or child.conn.closed:
+            return False
+        pidfd = open_pidfd(child.pid)
+        if pidfd is None:
+            return False
+        child.pidfd = pidfd
+        self._watcher.discard(child.process.sentinel)
+        self._watcher.add(pidfd, (child, _EXIT))
+        logger.warning(
+            "jumpqueue: the fork server of child process %d ended; the child finishes "
+            "its call, then a fresh one replaces it",
+            child.pid,
+        )
+        return True
 
     def _stop_children(self) -> None:
         with self._lock:
@@ -397,6 +429,8 @@ class ProcessExecutor:
         processes: set[object] = getattr(multiprocessing.process, "_children", set())
         for child in [*self._children, *self._leaving]:
             child.conn.close()
+            if child.pidfd is not None:
+                os.close(child.pidfd)
             processes.discard(child.process)
         self._children.clear()
         self._leaving.clear()
