@@ -51,6 +51,10 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+def size_of(data: bytes) -> int:
+    return len(data)
+
+
 async def async_add(a: int, b: int) -> int:
     await asyncio.sleep(0)
     return a + b

@@ -204,6 +204,22 @@ def test_process_defer_refuses_calls_that_cannot_cross_the_process_boundary(
     assert runtime.stats().submitted == 0  # never accepted, so never lost
 
 
+@linux_only
+def test_process_oversized_arguments_fail_naming_the_memory_limit(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(max_processes=1, memory_limit="128MiB")
+    size_of = in_process(tasks.size_of)
+    with pytest.raises(InvalidCallError, match=r"memory_limit=134217728.*pass ids"):
+        runtime.defer(size_of, b"x" * 100 * 1024**2)  # more than half the limit: refused
+    # Less than half, but more than the child can receive under its address-space cap.
+    handle = runtime.defer(size_of, b"x" * 60 * 1024**2)
+    with pytest.raises(MemoryLimitError, match=r"arguments .* 134217728-byte address-space"):
+        handle.result(timeout=20)
+    assert handle.status is Status.FAILED
+    assert runtime.defer(size_of, b"x" * 1024).result(timeout=20) == 1024
+
+
 def test_process_defer_returns_while_no_child_can_start(
     make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -76,6 +77,11 @@ def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        except MemoryError:
+            # The rest of that message is still in the pipe: no later one can be read.
+            with contextlib.suppress(Exception):
+                send(_too_big_to_receive(memory_limit))
+            return
         finally:
             _receiving = False
         if not data:
@@ -116,6 +122,16 @@ def _run(
     finally:
         _current = None
     return ("ok", result)
+
+
+def _too_big_to_receive(limit: int | None) -> Message:
+    if limit is None:
+        return ("memory", "the call's arguments could not be received: out of memory")
+    return (
+        "memory",
+        f"the call's arguments could not be received under the {limit}-byte "
+        "address-space limit (memory_limit)",
+    )
 
 
 def _raised(error: BaseException) -> Message:

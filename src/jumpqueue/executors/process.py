@@ -120,7 +120,9 @@ class ProcessExecutor:
         """
         main = sys.modules.get("__main__")
         _process_calls.check_call(
-            deferred, main_importable=self._method == "fork" or hasattr(main, "__file__")
+            deferred,
+            main_importable=self._method == "fork" or hasattr(main, "__file__"),
+            memory_limit=self._memory_limit,
         )
 
     def submit(self, attempt: Attempt) -> None:
@@ -337,6 +339,8 @@ class ProcessExecutor:
             error = message[1]
             if message[2]:
                 error.__cause__ = ChildTraceback(message[2])
+        elif self._memory_limit is None:  # "memory": out of memory, with no limit set
+            error = MemoryError(f"{message[1]} in child process {child.pid}")
         else:  # "memory": the child's address space is full
             error = MemoryLimitError(f"{message[1]} in child process {child.pid}", pid=child.pid)
         spent = self._max_tasks is not None and child.served >= self._max_tasks
