@@ -51,6 +51,10 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+def size_of(data: bytes) -> int:
+    return len(data)
+
+
 async def async_add(a: int, b: int) -> int:
     await asyncio.sleep(0)
     return a + b
@@ -185,6 +189,81 @@ def start_grandchild(pid_file: str) -> None:
     """Start a process of our own, report both pids, and wait forever."""
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     write_file(pid_file, f"{os.getpid()} {sleeper.pid}")
+    wait_for_file(f"{pid_file}.never")
+
+
+# A process that leaves its parent's session and its parent's tree: it forks, the
+# first child starts a session of its own and forks again, and the middle one exits.
+_DAEMON = """
+import os, sys, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+if os.fork():
+    os._exit(0)
+with open(sys.argv[1] + ".partial", "w") as out:
+    out.write(str(os.getpid()))
+os.replace(sys.argv[1] + ".partial", sys.argv[1])
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def start_sessions(pid_file: str, hold: bool) -> None:
+    """Start a process in a session of its own and a daemon; report pids; hold if asked.
+
+    Writes `<child> <session leader> <daemon>` to `pid_file`.
+    """
+    quiet: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL}
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    leader = subprocess.Popen(sleep, start_new_session=True, **quiet)
+    daemon_args = [sys.executable, "-c", _DAEMON, f"{pid_file}.daemon", "60"]
+    subprocess.run(daemon_args, check=True, **quiet)
+    daemon = wait_for_file(f"{pid_file}.daemon")
+    write_file(pid_file, f"{os.getpid()} {leader.pid} {daemon}")
+    if hold:
+        wait_for_file(f"{pid_file}.never")
+
+
+def orphan_that_ends(pid_file: str) -> int:
+    """Start a daemon that ends at once; return its pid once it has ended."""
+    quiet: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL}
+    subprocess.run([sys.executable, "-c", _DAEMON, pid_file, "0"], check=True, **quiet)
+    daemon = int(wait_for_file(pid_file))
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline:
+        try:
+            fields = Path(f"/proc/{daemon}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            break  # reaped by another process: not ours to reap
+        if fields[0] == "Z":
+            break  # ended: left for its parent, or its reaper, to collect
+        time.sleep(0.005)
+    return daemon
+
+
+_HOG = """
+import os, sys, time
+data = b"\\x01" * int(sys.argv[1])
+with open(sys.argv[2] + ".partial", "w") as out:
+    out.write(str(os.getpid()))
+os.replace(sys.argv[2] + ".partial", sys.argv[2])
+time.sleep(60)
+"""
+
+
+def spread_memory(size: int, count: int, pid_file: str) -> None:
+    """Start `count` processes holding `size` bytes each, one after the other; wait to be killed.
+
+    `pid_file` says `<child> <process> ...`, each process as soon as it starts.
+    """
+    quiet: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL}
+    pids = [str(os.getpid())]
+    for index in range(count):
+        ready = f"{pid_file}.{index}"
+        hog = subprocess.Popen([sys.executable, "-c", _HOG, str(size), ready], **quiet)
+        pids.append(str(hog.pid))
+        write_file(pid_file, " ".join(pids))
+        wait_for_file(ready)
     wait_for_file(f"{pid_file}.never")
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -32,7 +33,7 @@ from jumpqueue import (
     WorkerCrashedError,
     task,
 )
-from jumpqueue.executors import _process_os, process
+from jumpqueue.executors import _process_os, _process_tree, process
 
 from ..conftest import RuntimeFactory
 from . import process_tasks as tasks
@@ -75,6 +76,49 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def processes_below(root: int) -> list[int]:
+    """Every live process below root: its children, theirs, and so on (reads all of /proc)."""
+    below: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and not dead(int(entry.name)):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                below.setdefault(ppid, []).append(int(entry.name))
+    found, parents = [], [root]
+    while parents:
+        for pid in below.get(parents.pop(), []):
+            found.append(pid)
+            parents.append(pid)
+    return found
+
+
+def settled_signal(pid: int, sig: int) -> bool:
+    """True once sig, sent to pid, has had its effect: pid is dead, or it took the signal.
+
+    A process that neither ignores nor catches sig must be dead (its default action).
+    """
+    try:
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+    except OSError:
+        return True
+    if dead(pid):
+        return True
+    bit = 1 << (sig - 1)
+    pending = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
+    handled = int(status["SigIgn"], 16) | int(status["SigCgt"], 16)
+    return not pending & bit and bool(handled & bit)
+
+
+def kill_leftovers(pids: list[int]) -> None:
+    """SIGKILL whatever of pids outlived the test (so that a failing test leaks nothing)."""
+    for pid in pids:
+        if not dead(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def assert_full_strength(runtime: Runtime, directory: Path, count: int) -> list[int]:
@@ -158,6 +202,22 @@ def test_process_defer_refuses_calls_that_cannot_cross_the_process_boundary(
     with pytest.raises(InvalidCallError, match=message):
         runtime.defer(in_process(fn), *args)
     assert runtime.stats().submitted == 0  # never accepted, so never lost
+
+
+@linux_only
+def test_process_oversized_arguments_fail_naming_the_memory_limit(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(max_processes=1, memory_limit="128MiB")
+    size_of = in_process(tasks.size_of)
+    with pytest.raises(InvalidCallError, match=r"memory_limit=134217728.*pass ids"):
+        runtime.defer(size_of, b"x" * 100 * 1024**2)  # more than half the limit: refused
+    # Less than half, but more than the child can receive under its address-space cap.
+    handle = runtime.defer(size_of, b"x" * 60 * 1024**2)
+    with pytest.raises(MemoryLimitError, match=r"arguments .* 134217728-byte address-space"):
+        handle.result(timeout=20)
+    assert handle.status is Status.FAILED
+    assert runtime.defer(size_of, b"x" * 1024).result(timeout=20) == 1024
 
 
 def test_process_defer_returns_while_no_child_can_start(
@@ -326,6 +386,28 @@ def test_process_memory_watchdog_kills_a_child_past_the_limit(
 
 
 @linux_only
+def test_process_memory_watchdog_counts_the_processes_a_call_started(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(process, "address_space_limit", lambda limit: None)
+    runtime = make_runtime(max_processes=1, memory_limit="128MiB")
+    # Two processes of 80 MiB each: neither is past the limit, nor is the child itself.
+    pid_file = tmp_path / "pids"
+    hog = runtime.defer(in_process(tasks.spread_memory), 80 * 1024**2, 2, str(pid_file))
+    try:
+        with pytest.raises(MemoryLimitError, match="resident memory") as raised:
+            hog.result(timeout=20)
+        child, *started = map(int, tasks.wait_for_file(pid_file).split())
+        assert raised.value.pid == child
+        assert len(started) == 2  # the second one took the tree past the limit
+        assert wait_until(lambda: all(dead(pid) for pid in [child, *started]), timeout=5)
+    finally:
+        if pid_file.exists():
+            kill_leftovers([int(pid) for pid in pid_file.read_text().split()])
+    assert runtime.defer(in_process(tasks.add), 1, 2).result(timeout=20) == 3
+
+
+@linux_only
 def test_process_pool_heals_after_its_fork_server_is_killed(
     make_runtime: RuntimeFactory,
 ) -> None:
@@ -392,6 +474,146 @@ def test_process_shutdown_leaves_no_process_behind(
     assert wait_until(lambda: dead(child) and dead(grandchild) and dead(idle), timeout=5)
 
 
+@linux_only
+@pytest.mark.parametrize("moment", ["busy-at-shutdown", "idle-at-shutdown", "timed-out"])
+def test_process_processes_in_sessions_of_their_own_end_with_their_child(
+    make_runtime: RuntimeFactory, tmp_path: Path, moment: str
+) -> None:
+    runtime = make_runtime(max_processes=1)
+    options = {"timeout": 3.0} if moment == "timed-out" else {}
+    pid_file = tmp_path / "pids"
+    handle = runtime.defer(
+        in_process(tasks.start_sessions, **options), str(pid_file), moment != "idle-at-shutdown"
+    )
+    pids = list(map(int, tasks.wait_for_file(pid_file).split()))  # child, leader, daemon
+    try:
+        assert not any(dead(pid) for pid in pids)
+        if moment == "timed-out":
+            with pytest.raises(TaskTimeoutError):
+                handle.result(timeout=20)
+        else:
+            if moment == "idle-at-shutdown":
+                handle.result(timeout=20)
+            runtime.shutdown(timeout=0.2)
+        assert wait_until(lambda: all(dead(pid) for pid in pids), timeout=5), [
+            pid for pid in pids if not dead(pid)
+        ]
+    finally:
+        kill_leftovers(pids)
+
+
+@linux_only
+def test_process_child_collects_the_orphans_it_takes_in(
+    make_runtime: RuntimeFactory, tmp_path: Path
+) -> None:
+    runtime = make_runtime(max_processes=1)
+    ends = in_process(tasks.orphan_that_ends)
+    orphan = runtime.defer(ends, str(tmp_path / "orphan")).result(timeout=20)
+    # The child took the daemon in when its parent ended: no zombie is left below it.
+    assert wait_until(lambda: not Path(f"/proc/{orphan}").exists(), timeout=5)
+
+
+TWO_LEVELS = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from tests.executors import process_tasks as tasks
+
+    below = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    tasks.write_file(sys.argv[1], str(below.pid))
+    time.sleep(60)
+    """
+)
+
+
+@linux_only
+@pytest.mark.parametrize("listing", ["children-files", "all-of-proc"])
+def test_process_tree_is_found_measured_and_killed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, listing: str
+) -> None:
+    if listing == "children-files" and not _process_tree._CHILDREN_FILES:
+        pytest.skip("this kernel has no /proc/<pid>/task/<tid>/children")
+    monkeypatch.setattr(_process_tree, "_CHILDREN_FILES", listing == "children-files")
+    top = subprocess.Popen(
+        [sys.executable, "-c", TWO_LEVELS, str(tmp_path / "below")], cwd=ROOT, env={**os.environ}
+    )
+    below = int(tasks.wait_for_file(tmp_path / "below"))
+    try:
+        found = {member.pid for member in _process_tree.descendants(os.getpid())}
+        assert {top.pid, below} <= found
+        alone = _process_tree.TreeScanner().resident_bytes(below)
+        with_below = _process_tree.TreeScanner().resident_bytes(top.pid)
+        assert alone is not None
+        assert with_below is not None
+        assert with_below > alone
+        _process_tree.kill_tree(top.pid, signal.SIGKILL)
+        assert top.wait(timeout=10) == -signal.SIGKILL
+        assert wait_until(lambda: dead(below), timeout=5)
+    finally:
+        top.kill()
+        top.wait()
+        kill_leftovers([below])
+
+
+STOPPED_SERVER = textwrap.dedent(
+    """
+    import signal, sys, threading
+    from jumpqueue import Config, Runtime, task
+    from tests.executors import process_tasks as tasks
+
+    method, out = sys.argv[1], sys.argv[2]
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    runtime = Runtime(Config(max_processes=2, start_method=method))
+    runtime.defer(task(executor="process")(tasks.getpid)).result(30)  # an idle child too
+    busy = runtime.defer(task(executor="process")(tasks.hold), out + "/busy", out + "/go")
+    tasks.wait_for_file(out + "/busy")
+    tasks.write_file(out + "/ready", "")
+    stopping.wait(30)  # a process manager stops the server: its calls get their grace
+    runtime.shutdown(timeout=20)
+    try:
+        outcome = f"ok {busy.result(0)}"
+    except Exception as error:
+        outcome = f"{type(error).__name__}: {error}"
+    tasks.write_file(out + "/outcome", outcome)
+    """
+)
+
+
+@linux_only
+@pytest.mark.parametrize("stop", ["group", "every-process"])
+def test_process_whole_group_stop_leaves_busy_calls_their_grace(
+    start_method: str, stop: str, tmp_path: Path
+) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_SERVER, start_method, str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ},
+        start_new_session=True,
+    )
+    everything: list[int] = []
+    try:
+        tasks.wait_for_file(tmp_path / "ready")
+        everything = [server.pid, *processes_below(server.pid)]
+        if stop == "group":  # `kill -TERM -PGID`: the children lead groups of their own
+            targets = [pid for pid in everything if os.getpgid(pid) == server.pid]
+            os.killpg(server.pid, signal.SIGTERM)
+        else:  # systemd's KillMode=control-group: every process of the service
+            targets = everything
+            for pid in targets:
+                with contextlib.suppress(ProcessLookupError):  # ended by an earlier one's end
+                    os.kill(pid, signal.SIGTERM)
+        assert wait_until(lambda: all(settled_signal(pid, signal.SIGTERM) for pid in targets))
+        tasks.write_file(tmp_path / "go", "")
+        outcome = tasks.wait_for_file(tmp_path / "outcome")
+        assert outcome == f"ok {tasks.wait_for_file(tmp_path / 'busy')}"
+        assert server.wait(timeout=20) == 0
+        assert wait_until(lambda: all(dead(pid) for pid in everything), timeout=5)
+    finally:
+        server.kill()
+        server.wait()
+        kill_leftovers(everything)
+
+
 SERVER = textwrap.dedent(
     """
     import os, sys, time
@@ -406,8 +628,8 @@ SERVER = textwrap.dedent(
     worker = os.fork()
     if worker == 0:
         worker_runtime = Runtime(Config(max_processes=1))
-        hold = task(executor="process")(tasks.hold)
-        worker_runtime.defer(hold, out + "/worker-child", out + "/never")
+        start = task(executor="process")(tasks.start_sessions)
+        worker_runtime.defer(start, out + "/worker-child", True)
         time.sleep(60)  # until the test kills this server worker
         os._exit(0)
     tasks.write_file(out + "/worker", str(worker))
@@ -428,9 +650,10 @@ def test_process_children_die_with_their_server_worker(preload: str, tmp_path: P
     )
     try:
         worker = int(tasks.wait_for_file(tmp_path / "worker"))
-        child = int(tasks.wait_for_file(tmp_path / "worker-child"))
+        # The child, and the processes its call started in sessions of their own.
+        child, *started = map(int, tasks.wait_for_file(tmp_path / "worker-child").split())
         os.kill(worker, signal.SIGKILL)  # a server worker dies without any cleanup
-        assert wait_until(lambda: dead(child), timeout=10)
+        assert wait_until(lambda: all(dead(pid) for pid in [child, *started]), timeout=10)
         if preload == "preload":
             assert tasks.wait_for_file(tmp_path / "after") == "3"
             assert child != int(tasks.wait_for_file(tmp_path / "master-child"))
@@ -438,6 +661,8 @@ def test_process_children_die_with_their_server_worker(preload: str, tmp_path: P
     finally:
         master.kill()
         master.wait()
+        if (tmp_path / "worker-child").exists():
+            kill_leftovers([int(pid) for pid in (tmp_path / "worker-child").read_text().split()])
 
 
 # -- an oracle, and configuration ------------------------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 
 from ..web.harness import PY, Coordinator, RunningServer, ServerSpec, running
 from .gunicorn_process_app import proc_stat
-from .test_process import wait_until
+from .test_process import settled_signal, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -173,6 +173,11 @@ def _spec(preload: bool) -> ServerSpec:
     return ServerSpec(name, command, "wsgi", ("gunicorn",))
 
 
+def _group(pid: int) -> int | None:
+    stat = proc_stat(pid)
+    return None if stat is None else stat.pgrp
+
+
 def _kill(process: Process) -> None:
     stat = proc_stat(process.pid)
     if stat is None or stat.start != process.start:
@@ -195,7 +200,24 @@ def coordinator() -> Iterator[Coordinator]:
 def gunicorn(
     request: pytest.FixtureRequest, coordinator: Coordinator, tmp_path: Path
 ) -> Iterator[Gunicorn]:
-    preload: bool = request.param
+    # A call still running at a graceful stop is abandoned after 1 s, not 5.
+    with _serving(request.param, coordinator, tmp_path, shutdown_timeout=1) as served:
+        yield served
+
+
+@pytest.fixture(params=[True, False], ids=["preload", "no-preload"])
+def patient_gunicorn(
+    request: pytest.FixtureRequest, coordinator: Coordinator, tmp_path: Path
+) -> Iterator[Gunicorn]:
+    """A gunicorn whose workers give a running call 5 s at a graceful stop."""
+    with _serving(request.param, coordinator, tmp_path, shutdown_timeout=5) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serving(
+    preload: bool, coordinator: Coordinator, tmp_path: Path, *, shutdown_timeout: float
+) -> Iterator[Gunicorn]:
     spec = _spec(preload)
     if (missing := spec.missing()) is not None:
         pytest.skip(f"{missing} is not installed")
@@ -210,8 +232,7 @@ def gunicorn(
             JQTEST_OUT=str(out),
             JQTEST_WARM_UP="1",
             JUMPQUEUE_MAX_PROCESSES=str(MAX_PROCESSES),
-            # A call still running at a graceful stop is abandoned after 1 s, not 5.
-            JUMPQUEUE_SHUTDOWN_TIMEOUT="1",
+            JUMPQUEUE_SHUTDOWN_TIMEOUT=str(shutdown_timeout),
         ) as server:
             served = Gunicorn(server, coordinator, out, preload, seen)
             served.remember()
@@ -289,3 +310,37 @@ def test_process_gunicorn_stopped_server_leaves_no_child_alive(gunicorn: Gunicor
     assert wait_until(lambda: not still_alive(everything), timeout=FOLLOW_LIMIT), still_alive(
         everything
     )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stop", ["group", "every-process"])
+def test_process_gunicorn_whole_group_stop_leaves_busy_calls_their_grace(
+    patient_gunicorn: Gunicorn, stop: str
+) -> None:
+    gunicorn = patient_gunicorn
+    gunicorn.defer_in_different_workers("a", "b", hold="a")
+    gunicorn.report("a")
+    gunicorn.report("b")
+    gunicorn.coordinator.wait_for("ready a-task")  # one child is busy with its call
+    master = proc_stat(gunicorn.master)
+    assert master is not None
+    # The master, and its workers, fork servers and children, and the master's own.
+    everything = {Process(gunicorn.master, master.start), *gunicorn.remember()}
+    if stop == "group":  # `kill -TERM -PGID`: the children lead groups of their own
+        targets = [process.pid for process in everything if _group(process.pid) == master.pgrp]
+        os.killpg(master.pgrp, signal.SIGTERM)
+    else:  # systemd's KillMode=control-group: every process of the service
+        targets = [process.pid for process in everything]
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):  # ended by an earlier one's end
+                os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: all(settled_signal(pid, signal.SIGTERM) for pid in targets))
+    gunicorn.coordinator.allow("a-task")  # the call ends within the workers' grace period
+    gunicorn.coordinator.wait_for("done a-task")
+    assert gunicorn.server.wait(timeout=20) == 0
+    assert wait_until(lambda: not still_alive(everything), timeout=FOLLOW_LIMIT), still_alive(
+        everything
+    )
+    log = gunicorn.server.log()
+    for failure in ("WorkerCrashedError", "failed after", "abandoned"):
+        assert failure not in log

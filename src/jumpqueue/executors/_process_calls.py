@@ -21,21 +21,32 @@ Target = FunctionRef | Callable[..., Any]
 _targets: weakref.WeakKeyDictionary[Callable[..., Any], FunctionRef] = weakref.WeakKeyDictionary()
 
 
-def check_call(deferred: Deferred[Any], *, main_importable: bool) -> None:
+def check_call(
+    deferred: Deferred[Any], *, main_importable: bool, memory_limit: int | None = None
+) -> None:
     """Raise `InvalidCallError` unless the call can be sent to a child process and run there.
 
     Args:
         deferred: the call, with its function and arguments.
         main_importable: whether a child can import functions of `__main__`.
+        memory_limit: the children's address-space cap, if any: a child must hold
+            the pickled arguments and what they unpickle to, so they may take at most
+            half of it.
     """
     target_of(deferred.fn, deferred.name, main_importable=main_importable)
     try:
-        pickle.dumps((deferred.args, deferred.kwargs), _PICKLE)
+        size = len(pickle.dumps((deferred.args, deferred.kwargs), _PICKLE))
     except Exception as error:  # noqa: BLE001 -- whatever pickle raises, the call is refused
         raise InvalidCallError(
             f"the arguments of {deferred.name} cannot be sent to a child process "
             f"({type(error).__name__}: {error}); pass picklable values, such as ids"
         ) from None
+    if memory_limit is not None and size > memory_limit // 2:
+        raise InvalidCallError(
+            f"the arguments of {deferred.name} take {size} bytes pickled, more than half of "
+            f"memory_limit={memory_limit}: a child process could not receive them; "
+            "pass ids or paths, and load the data in the call"
+        )
 
 
 def message(deferred: Deferred[Any]) -> bytes:

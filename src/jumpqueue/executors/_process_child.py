@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._base import call_to_completion
+from ._process_tree import become_subreaper, kill_tree, reap_adopted
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -27,6 +29,8 @@ Message = tuple[Any, ...]
 _PICKLE = pickle.HIGHEST_PROTOCOL
 # The call running now, for the log records it emits: (name, id).
 _current: tuple[str, str] | None = None
+# True while the main thread reads a message: a signal then must not look at the pipe.
+_receiving = False
 
 
 class FunctionRef(NamedTuple):
@@ -48,8 +52,12 @@ def resolve(ref: FunctionRef) -> Any:
 
 def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level: int) -> None:
     """The child's main loop, until its parent closes the pipe or sends an empty message."""
+    global _receiving  # noqa: PLW0603 -- read by the signal handler, in this same thread
+    _leave_stops_to_the_parent(conn)
     if hasattr(os, "setsid"):
         os.setsid()  # a group of its own, so that the parent can kill what the call started
+    # Orphans of what a call started stay below this process, where the parent finds them.
+    adopting = become_subreaper()
     _watch_parent(parent_pid)
     lock = threading.Lock()
 
@@ -64,13 +72,25 @@ def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level
     send(("ready", os.getpid()))
     functions: dict[FunctionRef, Callable[..., Any]] = {}
     while True:
+        _receiving = True
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        except MemoryError:
+            # The rest of that message is still in the pipe: no later one can be read.
+            with contextlib.suppress(Exception):
+                send(_too_big_to_receive(memory_limit))
+            return
+        finally:
+            _receiving = False
         if not data:
             return
         reply = _run(data, functions, memory_limit)
+        if adopting:
+            # Between calls: a status a later call still waits for (a process left
+            # running across calls) would be collected here, and seen as exit code 0.
+            reap_adopted()
         try:
             send(reply)
         except OSError:
@@ -104,6 +124,16 @@ def _run(
     return ("ok", result)
 
 
+def _too_big_to_receive(limit: int | None) -> Message:
+    if limit is None:
+        return ("memory", "the call's arguments could not be received: out of memory")
+    return (
+        "memory",
+        f"the call's arguments could not be received under the {limit}-byte "
+        "address-space limit (memory_limit)",
+    )
+
+
 def _raised(error: BaseException) -> Message:
     from .._exceptions import RemoteTaskError  # noqa: PLC0415 -- only on this path
 
@@ -129,8 +159,33 @@ def _limit_address_space(limit: int) -> None:
         )
 
 
+def _leave_stops_to_the_parent(conn: Connection) -> None:
+    """Let SIGTERM and SIGINT end this process only when the parent sends them.
+
+    A process manager stopping a service signals its whole process group, or
+    every process of its cgroup: the children must not die before the server
+    that gives their calls a grace period. The parent asks a child to stop
+    with an empty message before it sends SIGTERM; a signal with no message
+    waiting is left to the parent, which ends the child when it stops itself.
+    A handler rather than SIG_IGN: ignoring would carry over to the programs
+    that a call executes.
+    """
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if _receiving or not conn.poll():
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    # Under fork, the parent's event loop may have left its wake-up descriptor here: a
+    # signal this process takes must not reach that loop as if the parent had taken it.
+    signal.set_wakeup_fd(-1)
+
+
 def _watch_parent(pid: int) -> None:
-    """End this process and its group when the parent dies, however it dies."""
+    """End this process and everything below it when the parent dies, however it dies."""
 
     def watch() -> None:
         try:
@@ -142,8 +197,7 @@ def _watch_parent(pid: int) -> None:
         else:
             poller.register(fd, select.POLLIN)
             poller.poll()
-        if hasattr(os, "killpg"):
-            os.killpg(os.getpgrp(), signal.SIGKILL)
+        kill_tree(os.getpid(), signal.SIGKILL)  # this process last: its orphans stay below it
         os._exit(1)
 
     previous = threading.stack_size(256 * 1024)  # a small stack: the address space may be capped

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import multiprocessing.connection
 import os
+import select
 import selectors
 import signal
 import sys
@@ -14,17 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 from . import _process_child
 from ._process_child import alive, serve
+from ._process_tree import TreeScanner, kill_group, kill_tree, signal_members, trees
 
 __all__ = [
     "Child",
     "ChildTraceback",
+    "TreeScanner",
     "Watcher",
     "alive",
     "describe_exit",
     "emit_log",
     "forget_inherited_forkserver",
     "kill_group",
-    "resident_bytes",
+    "kill_tree",
+    "open_pidfd",
     "start_child",
     "stop_children",
     "watch_memory",
@@ -48,6 +52,7 @@ class Child:
         "idle_since",
         "killed",
         "pid",
+        "pidfd",
         "process",
         "ready",
         "reason",
@@ -67,9 +72,46 @@ class Child:
         #: Killed by the parent (timeout, memory): its call was settled, or gets `reason`.
         self.killed = False
         self.reason: BaseException | None = None
+        #: Set once its fork server died: the child is watched through this descriptor instead.
+        self.pidfd: int | None = None
 
     def __repr__(self) -> str:
         return f"<Child {self.pid} served={self.served}>"
+
+    def join(self, timeout: float) -> None:
+        """Wait at most timeout seconds for the child to end."""
+        if self.pidfd is None:
+            self.process.join(timeout)
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self.pidfd], [], [], timeout)
+
+    def ended(self) -> bool:
+        """True once the child has exited (its pid may then name another process)."""
+        if self.pidfd is None:
+            return self.process.exitcode is not None
+        try:
+            return bool(select.select([self.pidfd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def close(self) -> None:
+        """Release what the parent holds for the child, once it has ended."""
+        self.conn.close()
+        if self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = None
+        with contextlib.suppress(ValueError):
+            self.process.close()
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A descriptor readable once process pid has ended (Linux), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def start_child(context: Any, *, memory_limit: int | None, log_level: int) -> Child:
@@ -148,69 +190,59 @@ def emit_log(child: Child, data: dict[str, Any]) -> None:
     logger.handle(record)
 
 
-def kill_group(pid: int, sig: signal.Signals) -> None:
-    """Send sig to the child's process group, and to the child itself."""
-    if pid <= 0:
-        return
-    if hasattr(os, "killpg"):
-        with contextlib.suppress(OSError):
-            os.killpg(pid, sig)
-    with contextlib.suppress(OSError):
-        os.kill(pid, sig)  # not yet a group leader, or no process groups here
+def watch_memory(children: list[Child], limit: int, scanner: TreeScanner) -> None:
+    """Kill each child whose tree's resident memory is past limit, with its tree; say why.
 
-
-def watch_memory(children: list[Child], limit: int) -> None:
-    """Kill, with its group, each child whose resident memory is past limit; say why."""
+    A child's tree is the child and every process below it: what its calls started.
+    """
     from .._exceptions import MemoryLimitError  # noqa: PLC0415 -- only when memory is limited
 
     for child in children:
-        rss = resident_bytes(child.pid)
-        if child.killed or rss is None or rss <= limit:
+        if child.killed:
+            continue
+        rss = scanner.resident_bytes(child.pid)
+        if rss is None or rss <= limit:
             continue
         child.killed = True
         attempt = child.attempt
         what = "idle" if attempt is None else f"running {attempt.deferred.name}"
         child.reason = MemoryLimitError(
-            f"child process {child.pid} ({what}) used {rss} bytes of resident memory, "
-            f"past memory_limit={limit}; it was killed",
+            f"child process {child.pid} ({what}) and the processes below it used {rss} bytes "
+            f"of resident memory, past memory_limit={limit}; they were killed",
             pid=child.pid,
         )
         logger.warning("jumpqueue: %s", child.reason)
-        kill_group(child.pid, signal.SIGKILL)
+        kill_tree(child.pid, signal.SIGKILL)
 
 
 def stop_children(children: list[Child], *, grace: float) -> None:
-    """Stop children for good, each with its process group.
+    """Stop children for good, each with what its calls started.
 
     Idle children exit on their own; running ones are terminated, then killed
-    after `grace` seconds.
+    after `grace` seconds, with the processes below them.
     """
+    # Found before the children exit: their orphans would leave their trees.
+    found = trees([child.pid for child in children])
+    below = {child: found[child.pid] for child in children}
     for child in children:
         with contextlib.suppress(OSError):
-            child.conn.send_bytes(b"")
+            child.conn.send_bytes(b"")  # the child's SIGTERM handler sees it: the stop is ours
         child.conn.close()
         if child.attempt is not None or not child.ready:
             kill_group(child.pid, signal.SIGTERM)
+            signal_members(below[child], signal.SIGTERM)
     deadline = time.monotonic() + grace
     for child in children:
-        child.process.join(max(0.0, deadline - time.monotonic()))
+        child.join(max(0.0, deadline - time.monotonic()))
     for child in children:
-        kill_group(child.pid, signal.SIGKILL)  # stragglers, and what their calls started
-        child.process.join(1.0)
-        with contextlib.suppress(ValueError):
-            child.process.close()
-
-
-def resident_bytes(pid: int) -> int | None:
-    """The resident memory of a process (Linux), or None if it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+        # Stragglers, and what their calls started.
+        if child.ended():
+            kill_group(child.pid, signal.SIGKILL)
+        else:
+            kill_tree(child.pid, signal.SIGKILL)
+        signal_members(below[child], signal.SIGKILL)
+        child.join(1.0)
+        child.close()
 
 
 def describe_exit(exitcode: int | None) -> str:

@@ -22,11 +22,13 @@ from . import _process_calls, _process_os
 from ._process_os import (
     Child,
     ChildTraceback,
+    TreeScanner,
     Watcher,
     describe_exit,
     emit_log,
     forget_inherited_forkserver,
-    kill_group,
+    kill_tree,
+    open_pidfd,
     stop_children,
     watch_memory,
 )
@@ -95,6 +97,7 @@ class ProcessExecutor:
         self._spawn_failures = 0
         self._next_spawn = 0.0
         self._next_watch = 0.0
+        self._scanner = TreeScanner()
         self._spawn_log = RateLimitedLog(logger, interval=10.0)
         _live_executors.add(self)
 
@@ -117,7 +120,9 @@ class ProcessExecutor:
         """
         main = sys.modules.get("__main__")
         _process_calls.check_call(
-            deferred, main_importable=self._method == "fork" or hasattr(main, "__file__")
+            deferred,
+            main_importable=self._method == "fork" or hasattr(main, "__file__"),
+            memory_limit=self._memory_limit,
         )
 
     def submit(self, attempt: Attempt) -> None:
@@ -135,13 +140,13 @@ class ProcessExecutor:
         self._wake()
 
     def expire(self, attempt: Attempt) -> None:
-        """Kill the child running the attempt, with its process group; a fresh one replaces it."""
+        """Kill the child running the attempt, with what it started; a fresh one replaces it."""
         with self._lock:
             child = attempt.worker
             if not isinstance(child, Child) or child.attempt is not attempt:
                 return  # it answered just now
             child.killed = True
-        kill_group(child.pid, signal.SIGKILL)
+        kill_tree(child.pid, signal.SIGKILL)
 
     def close(self) -> None:
         """Stop every child: idle ones exit, running ones are terminated, then killed."""
@@ -271,7 +276,7 @@ class ProcessExecutor:
             if not child.ready and not child.killed:
                 if now >= child.started + STARTUP_TIMEOUT:
                     child.killed = True  # its death counts as a failed start
-                    kill_group(child.pid, signal.SIGKILL)
+                    kill_tree(child.pid, signal.SIGKILL)
                 else:
                     deadlines.append(child.started + STARTUP_TIMEOUT)
         if self._idle_timeout is not None:
@@ -285,7 +290,7 @@ class ProcessExecutor:
         if self._memory_limit is not None and sys.platform == "linux":
             if now >= self._next_watch:
                 self._next_watch = now + WATCH_INTERVAL
-                watch_memory(list(self._children), self._memory_limit)
+                watch_memory(list(self._children), self._memory_limit, self._scanner)
             deadlines.append(self._next_watch)
         return min(deadlines, default=None)
 
@@ -334,10 +339,14 @@ class ProcessExecutor:
             error = message[1]
             if message[2]:
                 error.__cause__ = ChildTraceback(message[2])
+        elif self._memory_limit is None:  # "memory": out of memory, with no limit set
+            error = MemoryError(f"{message[1]} in child process {child.pid}")
         else:  # "memory": the child's address space is full
             error = MemoryLimitError(f"{message[1]} in child process {child.pid}", pid=child.pid)
         spent = self._max_tasks is not None and child.served >= self._max_tasks
-        if (kind == "memory" or spent) and child in self._children:
+        # A child whose fork server died has served its last call.
+        orphan = child.pidfd is not None
+        if (kind == "memory" or spent or orphan) and child in self._children:
             self._retire(child, shrink=False)
         if attempt is not None and not attempt.settled:  # settled: timed out and killed
             self._host.attempt_finished(attempt, result, error)
@@ -345,24 +354,30 @@ class ProcessExecutor:
     def _reap(self, child: Child) -> None:
         while not child.conn.closed and child.conn.poll() and self._receive(child):
             pass  # what it said before it died
+        orphan = child.pidfd is not None
         child.process.join(1.0)
-        exitcode = child.process.exitcode
+        exitcode = None if orphan else child.process.exitcode
         lost = exitcode == _LOST_FORKSERVER and self._method == "forkserver"
         if lost and _process_os.alive(child.pid):
             # multiprocessing says 255 when the fork server died: the child itself lives on.
-            kill_group(child.pid, signal.SIGKILL)
+            if self._adopt(child):
+                return
+            kill_tree(child.pid, signal.SIGKILL)
         with self._lock:
             attempt, child.attempt = child.attempt, None
             serving = child in self._children
             (self._children if serving else self._leaving).remove(child)
         self._watcher.discard(child.conn)
         self._watcher.discard(child.process.sentinel)
-        child.conn.close()
-        with contextlib.suppress(ValueError):
-            child.process.close()
+        if child.pidfd is not None:
+            self._watcher.discard(child.pidfd)
+        child.close()
         if not serving:
             return
-        how = "lost its fork server and was killed" if lost else describe_exit(exitcode)
+        if orphan:
+            how = "ended after its fork server died (its exit status is unknown)"
+        else:
+            how = "lost its fork server and was killed" if lost else describe_exit(exitcode)
         if not child.ready:
             self._spawn_failed(time.monotonic(), f"it {how} while starting up")
         elif attempt is not None and not attempt.settled:
@@ -375,6 +390,27 @@ class ProcessExecutor:
             self._host.attempt_finished(attempt, None, error)
         elif not child.killed:
             logger.warning("jumpqueue: idle child process %d %s; replacing it", child.pid, how)
+
+    def _adopt(self, child: Child) -> bool:
+        """Let a busy child whose fork server died finish its call; False if it cannot.
+
+        A whole-group stop (`kill -TERM -PGID`, systemd) ends the fork server at once;
+        its children need no fork server to run, only to report their exit status.
+        """
+        if not child.ready or child.killed or child.attempt is None or child.conn.closed:
+            return False
+        pidfd = open_pidfd(child.pid)
+        if pidfd is None:
+            return False
+        child.pidfd = pidfd
+        self._watcher.discard(child.process.sentinel)
+        self._watcher.add(pidfd, (child, _EXIT))
+        logger.warning(
+            "jumpqueue: the fork server of child process %d ended; the child finishes "
+            "its call, then a fresh one replaces it",
+            child.pid,
+        )
+        return True
 
     def _stop_children(self) -> None:
         with self._lock:
@@ -397,6 +433,8 @@ class ProcessExecutor:
         processes: set[object] = getattr(multiprocessing.process, "_children", set())
         for child in [*self._children, *self._leaving]:
             child.conn.close()
+            if child.pidfd is not None:
+                os.close(child.pidfd)
             processes.discard(child.process)
         self._children.clear()
         self._leaving.clear()
