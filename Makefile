@@ -127,6 +127,7 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/process.py
 	$(VENV)/bin/python benchmarks/journal.py
 	$(VENV)/bin/python benchmarks/http_latency.py
+	$(VENV)/bin/python benchmarks/defaults.py
 	$(VENV)/bin/python benchmarks/handoff_http.py
 
 clean:

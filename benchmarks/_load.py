@@ -11,17 +11,21 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+APPS = Path(__file__).resolve().parent / "apps"
 
 WRK_SCRIPT = """
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('{"requests": %d, "us": %d, "errors": %d, "p50": %d, "p99": %d}\\n',
+  io.write(string.format(
+    '{"requests": %d, "us": %d, "errors": %d, "p50": %d, "p99": %d, "non_2xx": %d}\\n',
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout + e.status,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99), e.status))
 end
 """
 
@@ -32,9 +36,10 @@ class Load:
 
     requests: int
     seconds: float
-    errors: int
+    errors: int  # failed connections and requests, and answers other than 2xx
     p50: float  # ms
     p99: float  # ms
+    non_2xx: int  # answers other than 2xx (wrk counts those of 400 and up)
 
     @property
     def rate(self) -> float:
@@ -67,6 +72,7 @@ def wrk(cpu: list[str], script: Path) -> Generator:
             summary["errors"],
             summary["p50"] / 1000,
             summary["p99"] / 1000,
+            summary["non_2xx"],
         )
 
     return run
@@ -80,12 +86,12 @@ def python_client(port: int, path: str, connections: int, seconds: float) -> Loa
 async def _python_load(port: int, path: str, connections: int, seconds: float) -> Load:
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     latencies: list[float] = []
-    errors = 0
+    errors = non_2xx = 0
     start = time.perf_counter()
     end = start + seconds
 
     async def connection() -> None:
-        nonlocal errors
+        nonlocal errors, non_2xx
         streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         while time.perf_counter() < end:
             try:
@@ -100,6 +106,7 @@ async def _python_load(port: int, path: str, connections: int, seconds: float) -
                 latencies.append(time.perf_counter() - sent)
                 if not head.startswith("http/1.1 2"):
                     errors += 1
+                    non_2xx += 1
                 if fields.get("connection", "").strip() == "close":
                     writer.close()
                     streams = None
@@ -116,19 +123,39 @@ async def _python_load(port: int, path: str, connections: int, seconds: float) -
     ordered = sorted(latencies) or [0.0]
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     elapsed = time.perf_counter() - start
-    return Load(len(latencies), elapsed, errors, 1000 * statistics.median(ordered), 1000 * p99)
+    median = 1000 * statistics.median(ordered)
+    return Load(len(latencies), elapsed, errors, median, 1000 * p99, non_2xx)
 
 
-def get_json(port: int, path: str) -> dict[str, Any]:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One HTTP answer: its status, header fields (names in lower case) and body."""
+
+    status: int
+    fields: dict[str, str]
+    body: bytes
+
+
+def get(port: int, path: str, timeout: float = 10.0) -> Answer:
+    """One GET on a connection of its own."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
         )
         data = b"".join(iter(lambda: sock.recv(65536), b""))
     head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(f"GET {path} answered {data[:1000]!r}")
-    result: dict[str, Any] = json.loads(body)
+    status, *lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return Answer(
+        int(status.split()[1]), {k.strip().lower(): v.strip() for k, v in fields.items()}, body
+    )
+
+
+def get_json(port: int, path: str) -> dict[str, Any]:
+    answer = get(port, path)
+    if answer.status != 200:
+        raise RuntimeError(f"GET {path} answered {answer.status}: {answer.body[:1000]!r}")
+    result: dict[str, Any] = json.loads(answer.body)
     return result
 
 
@@ -147,3 +174,72 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], limit: float = 30
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port} after {limit} s")
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    server: str  # the server, as shown in the table
+    work: str  # what the endpoint leaves behind, as shown in the table
+    command: tuple[str, ...]  # without the address
+    path: str
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def uvicorn(app: str, path: str, work: str, env: dict[str, str] | None = None) -> Endpoint:
+    command = ("uvicorn", app, "--app-dir", str(APPS), "--log-level", "warning", "--no-access-log")
+    return Endpoint("Starlette, uvicorn", work, command, path, tuple((env or {}).items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """A server process serving on 127.0.0.1."""
+
+    port: int
+    pid: int
+
+
+@contextlib.contextmanager
+def serve(endpoint: Endpoint, cpu: list[str], log: Path, grace: float = 30.0) -> Iterator[Server]:
+    """Run the endpoint's server until the block exits, then stop it (killed after `grace` s).
+
+    It gets this environment without its `JUMPQUEUE_*` variables, plus the endpoint's own:
+    what a run measures does not depend on the shell it was started from.
+    """
+    # A port, never an inherited file descriptor: uvicorn takes an inherited socket for a
+    # Unix socket and leaves Nagle's algorithm on, which costs every response 40 ms.
+    port = free_port()
+    name, *options = endpoint.command
+    address = (
+        ["--host", "127.0.0.1", "--port", str(port)]
+        if name == "uvicorn"
+        else ["-b", f"127.0.0.1:{port}"]
+    )
+    command = [*cpu, sys.executable, "-m", name, *options, *address]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUMPQUEUE_")}
+    env.update(endpoint.env)
+    with log.open("wb") as output:
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_for_port(port, server)
+        except RuntimeError as error:
+            raise RuntimeError(f"{' '.join(command)} did not start:\n{log.read_text()}") from error
+        yield Server(port, server.pid)  # `taskset` execs the server: the same process
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """A process's resident memory now and at its peak (VmRSS, VmHWM), in bytes; 0 if unknown."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0, 0
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    now, peak = (1024 * int(fields.get(name, "0 kB").split()[0]) for name in ("VmRSS", "VmHWM"))
+    return now, peak

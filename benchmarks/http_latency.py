@@ -33,28 +33,27 @@ import dataclasses
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
 from _load import (
+    APPS,
     WRK_SCRIPT,
+    Endpoint,
     Generator,
     Load,
     cpu_split,
-    free_port,
     get_json,
     python_client,
-    wait_for_port,
+    serve,
+    uvicorn,
     wrk,
 )
 
-APPS = Path(__file__).resolve().parent / "apps"
 TASK_SECONDS = 0.2
 PAUSE = 0.5  # between two measurements: lets the last tasks of the previous one finish
 NO_TASK = "no task"
@@ -67,20 +66,6 @@ POOLS = {
     "JUMPQUEUE_MAX_PENDING": "64",
     "JUMPQUEUE_ON_OVERLOAD": "drop",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Endpoint:
-    server: str  # the server, as shown in the table
-    work: str  # what the endpoint leaves behind, as shown in the table
-    command: tuple[str, ...]  # without the address
-    path: str
-    env: tuple[tuple[str, str], ...] = ()
-
-
-def uvicorn(app: str, path: str, work: str, env: dict[str, str] | None = None) -> Endpoint:
-    command = ("uvicorn", app, "--app-dir", str(APPS), "--log-level", "warning", "--no-access-log")
-    return Endpoint("Starlette, uvicorn", work, command, path, tuple((env or {}).items()))
 
 
 def gunicorn(
@@ -132,36 +117,6 @@ class PoolRun:
 
 
 Results = dict[tuple[Endpoint, int], list[Load]]
-
-
-@contextlib.contextmanager
-def serve(endpoint: Endpoint, cpu: list[str], log: Path) -> Iterator[int]:
-    # A port, never an inherited file descriptor: uvicorn takes an inherited socket for a
-    # Unix socket and leaves Nagle's algorithm on, which costs every response 40 ms.
-    port = free_port()
-    name, *options = endpoint.command
-    address = (
-        ["--host", "127.0.0.1", "--port", str(port)]
-        if name == "uvicorn"
-        else ["-b", f"127.0.0.1:{port}"]
-    )
-    command = [*cpu, sys.executable, "-m", name, *options, *address]
-    env = {**os.environ, **dict(endpoint.env)}
-    with log.open("wb") as output:
-        server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        try:
-            wait_for_port(port, server)
-        except RuntimeError as error:
-            raise RuntimeError(f"{' '.join(command)} did not start:\n{log.read_text()}") from error
-        yield port
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def measure_latency(
@@ -284,7 +239,9 @@ def main() -> int:
                 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
             load, client = python_client, "the asyncio client of this script"
         ports = {
-            endpoint: servers.enter_context(serve(endpoint, server_cpu, Path(tmp) / f"{i}.log"))
+            endpoint: servers.enter_context(
+                serve(endpoint, server_cpu, Path(tmp) / f"{i}.log")
+            ).port
             for i, endpoint in enumerate((*ENDPOINTS, THROUGHPUT))
         }
         pools_port = ports.pop(THROUGHPUT)

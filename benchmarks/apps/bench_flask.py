@@ -1,4 +1,4 @@
-"""Flask apps for `benchmarks/http.py`, served by gunicorn (configured by `JUMPQUEUE_*`)."""
+"""Flask apps for `benchmarks/http_latency.py`, served by gunicorn (configured by `JUMPQUEUE_*`)."""
 
 from __future__ import annotations
 

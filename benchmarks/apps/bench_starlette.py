@@ -1,4 +1,4 @@
-"""Starlette apps for `benchmarks/http.py`, served by uvicorn (configured by `JUMPQUEUE_*`)."""
+"""Starlette apps for `benchmarks/http_latency.py`, served by uvicorn (set by `JUMPQUEUE_*`)."""
 
 from __future__ import annotations
 
