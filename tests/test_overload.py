@@ -5,7 +5,9 @@ import threading
 
 import pytest
 
-from jumpqueue import OverloadedError, RuntimeClosedError, Status, task
+from jumpqueue import Deferred, OverloadedError, RuntimeClosedError, Status, TaskOptions, task
+from jumpqueue._runtime.ledger import Ledger
+from jumpqueue.executors import Attempt
 
 from .conftest import RuntimeFactory, wait_until_waiting_for_room
 
@@ -203,7 +205,9 @@ def test_overload_calls_waiting_too_long_to_start_shed_new_ones_until_they_start
     running = runtime.defer(gate.wait, 10)
     waiting = runtime.defer(int, "1")  # behind it, waiting for the one worker
     threading.Event().wait(0.05)  # let it wait longer than max_queue_wait
-    with pytest.raises(OverloadedError, match=r"calls wait too long to start .*max_queue_wait"):
+    with pytest.raises(
+        OverloadedError, match=r"calls would wait too long to start .*max_queue_wait"
+    ):
         runtime.defer(int, "2")
     assert runtime.stats().shed == {"reject": 1}
     gate.set()
@@ -252,3 +256,28 @@ def test_overload_defaults_carry_a_burst_of_cheap_coroutines(make_runtime: Runti
     asyncio.run(burst())
     stats = runtime.stats()
     assert (stats.succeeded, stats.shed) == (count, {})
+
+
+def test_overload_queue_wait_is_the_wait_a_new_call_can_expect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("jumpqueue._runtime.ledger.time.monotonic", lambda: clock[0])
+    ledger = Ledger(max_pending=1000, max_queue_wait=10.0)
+    calls: list[Deferred[None]] = [
+        Deferred("f", print, (), {}, TaskOptions(), "thread", None) for _ in range(50)
+    ]
+    with ledger.lock:
+        for call in calls:
+            ledger.enter_locked(call, None)
+    clock[0] += 2.0  # the oldest has waited 2 s ...
+    for call in calls[:5]:  # ... while 5 calls started: 2.5 calls a second
+        assert ledger.begin(Attempt(call, 1))
+    with ledger.lock:
+        assert ledger.expected_wait_locked() == pytest.approx(45 / 2.5)
+        assert not ledger.has_room_locked()  # 18 s for a new call, past 10
+    for call in calls[5:25]:
+        assert ledger.begin(Attempt(call, 1))
+    with ledger.lock:  # 25 left at the pace the oldest of them saw: room again
+        assert ledger.expected_wait_locked() < 10
+        assert ledger.has_room_locked()

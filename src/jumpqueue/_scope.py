@@ -36,6 +36,19 @@ current_scope: contextvars.ContextVar[RequestScope | None] = contextvars.Context
     "jumpqueue_request_scope", default=None
 )
 
+#: Context variables of the request being served that a call must not carry: the context
+#: it copies at `defer()` has them cleared, so that calls it defers in turn are not held,
+#: and a pending call does not keep the request's server state alive. The web layer
+#: adds its own (the exchange `finish_request()` talks to).
+request_variables: list[contextvars.ContextVar[Any]] = [current_scope]
+
+
+def forget_request() -> None:
+    """Clear `request_variables` in the current context (run in a call's copied context)."""
+    for variable in request_variables:
+        variable.set(None)
+
+
 #: Context managers entered around every attempt of calls deferred in this context.
 #: Framework glue sets it per request (Flask's application context, Django's
 #: connection hygiene); it travels with the context copied at `defer()` time.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -26,6 +28,7 @@ from jumpqueue import (
 from jumpqueue.asgi import JumpQueueMiddleware, Message, Receive, Scope, Send
 from jumpqueue.integration import LARGE_BODY
 
+from ..conftest import RuntimeFactory
 from .fakes import http_scope, loopback_connection, serve_asgi
 
 T = TypeVar("T")
@@ -597,3 +600,37 @@ def test_asgi_finish_request_that_fails_before_sending_leaves_the_request_open()
     exchange = run(serve_asgi(middleware))
     assert exchange.body == b"answered after all"
     assert middleware.counters.finished_early == 0
+
+
+def test_asgi_pending_call_keeps_no_request_state_alive(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime(max_workers=1)
+    gate = threading.Event()
+    runtime.defer(gate.wait, 10)  # the one thread is busy: the next call stays pending
+
+    class ServerState:
+        """Stands for the server's per-request objects (uvicorn's cycle, h11 state...)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        runtime.defer(gate.wait, 10)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def serve() -> weakref.ref[ServerState]:
+        state = ServerState()
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Message, state: ServerState = state) -> None:
+            pass
+
+        await JumpQueueMiddleware(app, runtime=runtime)(
+            {"type": "http", "method": "GET", "path": "/", "headers": []}, receive, send
+        )
+        return weakref.ref(state)
+
+    alive = asyncio.run(serve())
+    gc.collect()
+    assert runtime.stats().pending == 1
+    assert alive() is None  # the pending call holds nothing of the request's server state
+    gate.set()

@@ -68,7 +68,7 @@ class Admission:
                 return Verdict.INLINE
             shed: ShedPolicy = "reject" if policy == "reject" else "drop"
             ledger.shed_locked(deferred, shed)
-            why = self._why_full_locked(refused=refused)
+            why, retry_after = self._why_full_locked(refused=refused)
         self._shed_log.warning(
             "jumpqueue: %s: %s call %s [%s]",
             why,
@@ -78,21 +78,25 @@ class Admission:
         )
         if shed == "reject":
             raise OverloadedError(
-                f"{why}; {deferred.name} [{deferred.id}] rejected",
-                retry_after=max(1.0, self._config.overload_wait),
+                f"{why}; {deferred.name} [{deferred.id}] rejected", retry_after=retry_after
             )
         return Verdict.SHED
 
-    def _why_full_locked(self, *, refused: bool) -> str:
+    def _why_full_locked(self, *, refused: bool) -> tuple[str, float]:
+        # What the log line and OverloadedError say, and when a client may try again.
         ledger = self._ledger
+        retry_after = max(1.0, self._config.overload_wait)
         if refused:
-            return "the journal cannot be written (on_journal_error='overload')"
+            return "the journal cannot be written (on_journal_error='overload')", retry_after
         if len(ledger.in_flight) >= ledger.max_pending:
-            return f"backlog full (max_pending={ledger.max_pending})"
-        return (
-            f"calls wait too long to start (the longest waited "
-            f"{ledger.longest_wait_locked():.1f} s; max_queue_wait={ledger.max_queue_wait})"
+            return f"backlog full (max_pending={ledger.max_pending})", retry_after
+        expected, limit = ledger.expected_wait_locked(), ledger.max_queue_wait or 0.0
+        why = (
+            f"calls would wait too long to start (about {expected:.1f} s; "
+            f"max_queue_wait={ledger.max_queue_wait})"
         )
+        # By then, at the pace calls start, a new one would wait no longer than allowed.
+        return why, max(retry_after, expected - limit)
 
     def _overloaded(self, deferred: Deferred[Any], *, refused: bool) -> OverloadPolicy:
         # Called with the lock held and the backlog full (or the journal refusing, which

@@ -72,9 +72,12 @@ class Ledger:
     def __init__(self, max_pending: int, max_queue_wait: float | None) -> None:
         self.max_pending = max_pending
         self.max_queue_wait = max_queue_wait
-        # Calls waiting for a worker, oldest first, as (since, attempts then, call); an
-        # entry whose call has started since is dropped when it reaches the front.
-        self._waiting: collections.deque[tuple[float, int, Deferred[Any]]] = collections.deque()
+        # Calls waiting for a worker, oldest first, as (since, calls started by then,
+        # attempts then, call); an entry whose call has started since is dropped when it
+        # reaches the front.
+        self._waiting: collections.deque[tuple[float, int, int, Deferred[Any]]] = (
+            collections.deque()
+        )
         self.lock = threading.Lock()
         #: Notified when a slot in the backlog frees up (only while someone waits for one).
         self.room = threading.Condition(self.lock)
@@ -94,15 +97,23 @@ class Ledger:
         if len(self.in_flight) >= self.max_pending:
             return False
         limit = self.max_queue_wait
-        return limit is None or self.longest_wait_locked() <= limit
+        return limit is None or self.expected_wait_locked() <= limit
 
-    def longest_wait_locked(self) -> float:
-        """Seconds the call waiting longest for a worker has waited (0 if none waits)."""
+    def expected_wait_locked(self) -> float:
+        """Seconds a call admitted now can expect to wait for a worker (0 if none waits).
+
+        The call waiting longest has seen `started` calls start in the `waited`
+        seconds since it came: the pool's pace while it was busy. The calls
+        pending now start at that pace; with none started yet, the new call
+        waits at least as long as that one has.
+        """
         waiting = self._waiting
         while waiting:
-            since, attempts, deferred = waiting[0]
+            since, started_then, attempts, deferred = waiting[0]
             if deferred._status is Status.PENDING and deferred.attempts == attempts:
-                return time.monotonic() - since
+                waited = time.monotonic() - since
+                started = self.counters.started - started_then
+                return self.pending * waited / started if started > 0 else waited
             waiting.popleft()
         return 0.0
 
@@ -301,7 +312,8 @@ class Ledger:
     def _wait_locked(self, deferred: Deferred[Any]) -> None:
         # A call starts waiting for a worker (a retry's backoff is no such wait).
         if self.max_queue_wait is not None:
-            self._waiting.append((time.monotonic(), deferred.attempts, deferred))
+            entry = (time.monotonic(), self.counters.started, deferred.attempts, deferred)
+            self._waiting.append(entry)
 
     # -- the one place a status changes --------------------------------------------------------
 

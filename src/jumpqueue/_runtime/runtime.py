@@ -26,7 +26,7 @@ from .._codec import check_portable
 from .._config import Config, check_seconds
 from .._deferred import Deferred, Status
 from .._exceptions import RuntimeClosedError
-from .._scope import current_scope
+from .._scope import current_scope, forget_request
 from .._stats import Stats
 from .._tasks import (
     DEFAULT_OPTIONS,
@@ -164,8 +164,8 @@ class Runtime:
         scope = current_scope.get()
         context = contextvars.copy_context()
         if scope is not None:
-            # The call runs after its request: calls it defers in turn are not held.
-            context.run(current_scope.set, None)
+            # The call runs after its request: none of the request's state goes with it.
+            context.run(forget_request)
         deferred: Deferred[Any] = Deferred(
             name or info.name, function, args, kwargs, options, executor_name, context, loop
         )

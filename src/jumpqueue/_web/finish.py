@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from .._exceptions import MiddlewareMissingError
+from .._scope import request_variables
 
 logger = logging.getLogger("jumpqueue")
 
@@ -31,6 +32,8 @@ class Exchange(Protocol):
 current_exchange: contextvars.ContextVar[Exchange | None] = contextvars.ContextVar(
     "jumpqueue_exchange", default=None
 )
+# A call deferred in a request must not keep the request's server objects alive.
+request_variables.append(current_exchange)
 
 
 @contextlib.contextmanager
