@@ -11,6 +11,9 @@ from collections.abc import Callable
 
 logger = logging.getLogger("jumpqueue")
 
+#: Longest single wait for the next timer: a later one is waited for in several.
+_LONGEST_WAIT = min(threading.TIMEOUT_MAX, 86_400.0)
+
 
 class Timer:
     """A scheduled callback; `cancel()` stops it from running if it has not yet."""
@@ -70,7 +73,8 @@ class Scheduler:
             with self._wakeup:
                 while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
                     delay = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._wakeup.wait(delay)
+                    # A timer due in 1e300 s must not overflow the wait and end the thread.
+                    self._wakeup.wait(None if delay is None else min(delay, _LONGEST_WAIT))
                 if self._stopped:
                     return
                 _, _, timer = heapq.heappop(self._heap)

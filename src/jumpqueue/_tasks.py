@@ -38,6 +38,9 @@ T = TypeVar("T")
 
 #: Longest wait between two retries, whatever the backoff doubles to.
 MAX_RETRY_DELAY = 300.0
+#: Doublings past this many change nothing (2**64 seconds outlast any backoff's cap), and
+#: `2**1024` would not even convert to a float.
+_MAX_DOUBLINGS = 64
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -148,7 +151,7 @@ def retry_delay(
     """Seconds before retry number `retries_done + 1` (see `TaskOptions.retry_schedule`)."""
     if schedule == "fixed":
         return backoff
-    delay = float(min(backoff * 2**retries_done, MAX_RETRY_DELAY))
+    delay = min(backoff * 2.0 ** min(retries_done, _MAX_DOUBLINGS), MAX_RETRY_DELAY)
     return delay * random.uniform(0.5, 1.0) if jitter else delay  # noqa: S311 -- jitter
 
 
