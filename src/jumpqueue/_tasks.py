@@ -50,7 +50,9 @@ class TaskOptions:
     Args:
         executor: "thread", "async", or None to choose by the function's kind.
         timeout: seconds one attempt may run; None for the runtime's
-            `task_timeout`; `math.inf` for no limit at all.
+            `task_timeout`; `math.inf` for no limit at all. A call the
+            "inline" policy runs in its caller cannot be stopped: it ends
+            "timed_out" if it returns late.
         retries: further attempts after the first one fails (0 for none):
             `retries=3` makes at most 4 attempts in all.
         retry_backoff: seconds before the first retry.
