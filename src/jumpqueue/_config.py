@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._choices import (
+    BACKEND_SCHEMES,
     BACKENDS,
     HANDOFF_POLICIES,
     JOURNAL_ERROR_POLICIES,
@@ -280,7 +282,9 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 def check_backend(name: str, value: object) -> None:
     """Raise `ConfigurationError` unless value is None, a backend URL or a backend object.
 
-    A URL is checked by its scheme only: the engine's library is not imported here.
+    A URL is checked for its engine, its broker's scheme (where the engine
+    takes a known few), its port, and a Redis database number; the engine's
+    library is not imported here (it checks what is left when the backend opens).
     """
     if value is None:
         return
@@ -292,6 +296,11 @@ def check_backend(name: str, value: object) -> None:
                 f"'celery+amqp://guest:guest@127.0.0.1:5672//' (engines: "
                 f"{', '.join(BACKENDS)}), not {redact(value)!r}"
             )
+        # Celery takes several brokers to fail over to, separated by ";".
+        for url in rest.split(";") if engine == "celery" else [rest]:
+            problem = _broker_url_problem(engine, url)
+            if problem is not None:
+                raise ConfigurationError(f"{name} {redact(value)!r}: {problem}")
         return
     if not callable(getattr(value, "open", None)) or not isinstance(
         getattr(value, "name", None), str
@@ -300,6 +309,28 @@ def check_backend(name: str, value: object) -> None:
             f"{name} must be a backend URL or a backend object (with a name and open()), "
             f"not {type(value).__name__}"
         )
+
+
+def _broker_url_problem(engine: str, url: str) -> str | None:
+    # What is wrong with one broker URL (the part after "<engine>+"), or None.
+    scheme = url.partition("://")[0]
+    schemes = BACKEND_SCHEMES.get(engine)
+    if not scheme:
+        return "the broker URL has no scheme"
+    if schemes is not None and scheme not in schemes:
+        return f"{engine} speaks to {', '.join(s + '://' for s in schemes)}, not {scheme}://"
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- parsed on access: a bad port raises here
+    except ValueError as error:
+        return f"the port is not a number from 0 to 65535 ({error})"
+    if scheme in {"redis", "rediss", "unix"}:
+        # Redis clients would read a database that is not a number as 0, or fail late.
+        path_db = parts.path.replace("/", "") if scheme != "unix" else ""
+        for db in (path_db, *urllib.parse.parse_qs(parts.query).get("db", ())):
+            if db and not db.isdigit():
+                return f"the Redis database must be a number, as in /0 or ?db=0, not {db!r}"
+    return None
 
 
 def redact(url: str) -> str:
