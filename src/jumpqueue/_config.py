@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import urllib.parse
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -61,7 +63,8 @@ class Config:
         on_overload: default policy when the backlog is full: "wait",
             "reject", "drop", "inline", or "spill" (to the journal; needs `journal`).
         overload_wait: seconds the "wait" policy blocks before it rejects.
-        task_timeout: default seconds a call may run, or None for no limit.
+        task_timeout: default seconds a call may run, or None (or `math.inf`,
+            as `JUMPQUEUE_TASK_TIMEOUT=inf` gives) for no limit.
         shutdown_timeout: seconds shutdown waits for running and pending calls.
         max_stuck_threads: threads past their timeout that may linger while
             replacements serve the pool; past it the pool shrinks instead.
@@ -143,7 +146,7 @@ class Config:
         _check_int("max_stuck_threads", self.max_stuck_threads, minimum=0)
         check_seconds("overload_wait", self.overload_wait, allow_zero=True)
         check_seconds("shutdown_timeout", self.shutdown_timeout, allow_zero=True)
-        if self.task_timeout is not None:
+        if self.task_timeout is not None and self.task_timeout != math.inf:
             check_seconds("task_timeout", self.task_timeout, allow_zero=False)
         if self.max_queue_wait is not None:
             check_seconds("max_queue_wait", self.max_queue_wait, allow_zero=False)
@@ -208,15 +211,21 @@ class Config:
     ) -> Config:
         """Read `JUMPQUEUE_<NAME>` variables; keyword overrides win over the environment.
 
+        A `JUMPQUEUE_*` variable that names no option is ignored with a warning
+        naming the closest option (a typo such as `JUMPQUEUE_MAX_WORKER`).
+
         Raises:
             ConfigurationError: a variable cannot be parsed or is out of range.
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
+        fields = dataclasses.fields(cls)
+        for field in fields:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:
                 values[field.name] = _parse(field, raw)
+        if len(values) < sum(name.startswith(ENV_PREFIX) for name in environ):
+            _warn_unknown_variables(environ, [ENV_PREFIX + field.name.upper() for field in fields])
         values.update(overrides)
         return cls.build(**values)
 
@@ -261,6 +270,21 @@ class ConfigOptions(TypedDict, total=False):
     journal_retention: float
     journal_lease: float
     on_journal_error: JournalErrorPolicy
+
+
+def _warn_unknown_variables(environ: Mapping[str, str], known: list[str]) -> None:
+    options = [name.removeprefix(ENV_PREFIX) for name in known]
+    for variable in environ:
+        if not variable.startswith(ENV_PREFIX) or variable in known:
+            continue
+        # Matched without the prefix they all share, which would make any name look close.
+        close = difflib.get_close_matches(variable.removeprefix(ENV_PREFIX).upper(), options, n=1)
+        warnings.warn(
+            f"{variable} is not a jumpqueue option and is ignored"
+            + (f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""),
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def check_names(cls: type[Any], values: Mapping[str, object], kind: str) -> None:
