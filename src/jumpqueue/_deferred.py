@@ -221,6 +221,7 @@ class Deferred(Generic[R]):
             TaskNotRunError: the call was shed, skipped or abandoned; or it was
                 handed off to a backend (status "handed_off"), whose engine holds
                 its outcome, under the same id.
+            TaskExitError: the call raised `SystemExit` (its `__cause__`).
             Exception: whatever the call itself raised.
         """
         error = self.exception(timeout)

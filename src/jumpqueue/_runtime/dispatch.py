@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
-from .._exceptions import TaskTimeoutError
+from .._exceptions import TaskExitError, TaskTimeoutError
 from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
@@ -222,4 +222,18 @@ class Dispatcher:
             attempt.number,
             exc_info=error if status is Status.FAILED else None,
         )
+        if not isinstance(error, Exception):
+            # Whoever waits on the handle must not be ended by the call's own exit.
+            error = _exit_error(deferred, error)
         self._ledger.settle(deferred, status, None, error)
+
+
+def _exit_error(deferred: Deferred[Any], error: BaseException) -> TaskExitError:
+    what = (
+        f"called sys.exit({error.code!r})"
+        if isinstance(error, SystemExit)
+        else f"raised {type(error).__name__}"
+    )
+    failure = TaskExitError(f"{deferred.name} [{deferred.id}] {what}: the call failed")
+    failure.__cause__ = error
+    return failure

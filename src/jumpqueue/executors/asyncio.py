@@ -135,7 +135,11 @@ class AsyncExecutor:
             return
         deferred = attempt.deferred
         name = f"{deferred.name} [{deferred.id}]"
-        task = context.copy().run(_CallTask, _outcome(attempt), name, self._loop_closing)
+        # On our own loop's thread, nothing a call raises may end the loop.
+        background = self._background
+        own_loop = background is not None and background.loop is asyncio.get_running_loop()
+        coroutine = _outcome(attempt, contain_exits=own_loop)
+        task = context.copy().run(_CallTask, coroutine, name, self._loop_closing)
         with self._lock:
             self._tasks.add(task)
             expired = attempt not in self._slots  # timed out before its task existed
@@ -226,11 +230,20 @@ class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
         return False
 
 
-async def _outcome(attempt: Attempt) -> tuple[Any, BaseException | None]:
+async def _outcome(attempt: Attempt, *, contain_exits: bool) -> tuple[Any, BaseException | None]:
     # A failure is an outcome, not the task's exception: a closing loop would log it again.
+    # A SystemExit that a task raises stops its loop (asyncio re-raises it from the step):
+    # on the application's loop it may be the thread's own (a signal handler's), so it goes
+    # on; on ours it is the call's.
     try:
         return await attempt.coroutine(), None
     except Exception as error:  # noqa: BLE001 -- reported to the runtime, which logs it
+        return None, error
+    except asyncio.CancelledError:
+        raise
+    except BaseException as error:
+        if not contain_exits:
+            raise
         return None, error
 
 
