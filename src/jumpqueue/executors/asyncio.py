@@ -4,7 +4,9 @@ A loop that closes under a call (a test client's, at the end of each request)
 lets it run to its end first, within the runtime's `shutdown_timeout`: what
 closes a loop cancels its tasks while the loop is stopped, then runs it until
 they end (`asyncio.run`, anyio, pytest-asyncio all do), and a call's task
-turns that cancellation down. Calls not started yet go to the background loop.
+turns that cancellation down. Calls not started yet go to the background loop,
+and so does, within about a second, a call already handed to a loop that then
+stops or closes without starting it (it would keep its slot for ever).
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("jumpqueue")
 
+#: Seconds between looks at calls posted to another loop that has not started them yet.
+POSTED_CHECK_INTERVAL = 0.25
+#: Looks in a row that find such a loop stopped before its calls go to the background loop.
+STOPPED_LOOKS = 4
+
 
 class AsyncExecutor:
     """Runs up to `max_async` coroutines at once.
@@ -48,6 +55,11 @@ class AsyncExecutor:
         self._tasks: set[_CallTask] = set()
         self._background: _LoopThread | None = None
         self._closing_loops: set[asyncio.AbstractEventLoop] = set()
+        # Attempts posted to another thread's loop and not started there yet, with that
+        # loop and how many looks in a row found it stopped: a loop that stops, or closes,
+        # before it runs them must not keep their slots for ever.
+        self._posted: dict[Attempt, tuple[asyncio.AbstractEventLoop, int]] = {}
+        self._watching = False
         self._closed = False
 
     @property
@@ -85,6 +97,7 @@ class AsyncExecutor:
         with self._lock:
             self._closed = True
             self._waiting.clear()
+            self._posted.clear()
             tasks = list(self._tasks)
             background, self._background = self._background, None
         for task in tasks:
@@ -115,17 +128,63 @@ class AsyncExecutor:
                 self._start(attempt)  # on its loop already: create the task now
                 continue
             if loop is None:
-                loop = self._background_loop()
-            try:
-                loop.call_soon_threadsafe(self._start, attempt)
-            except RuntimeError:  # the application's loop closed under us
                 self._background_loop().call_soon_threadsafe(self._start, attempt)
+                continue
+            with self._lock:
+                self._posted[attempt] = (loop, 0)
+            try:
+                loop.call_soon_threadsafe(self._start_posted, attempt)
+            except RuntimeError:  # the application's loop closed under us
+                with self._lock:
+                    del self._posted[attempt]
+                self._background_loop().call_soon_threadsafe(self._start, attempt)
+            else:
+                self._watch_posted()
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._background is None:
                 self._background = _LoopThread()
             return self._background.loop
+
+    def _start_posted(self, attempt: Attempt) -> None:
+        # Runs on the loop it was posted to, unless the attempt went to ours meanwhile.
+        with self._lock:
+            if self._posted.pop(attempt, None) is None:
+                return
+        self._start(attempt)
+
+    def _watch_posted(self) -> None:
+        with self._lock:
+            if self._watching or self._closed:
+                return
+            self._watching = True
+        loop = self._background_loop()
+        loop.call_soon_threadsafe(loop.call_later, POSTED_CHECK_INTERVAL, self._check_posted)
+
+    def _check_posted(self) -> None:
+        # Runs on the background loop: calls posted to a loop that closed, or stayed
+        # stopped for `STOPPED_LOOKS` looks, start here instead.
+        stranded = []
+        with self._lock:
+            for attempt, (loop, looks) in list(self._posted.items()):
+                stopped_looks = 0 if loop.is_running() else looks + 1
+                if loop.is_closed() or stopped_looks >= STOPPED_LOOKS:
+                    del self._posted[attempt]
+                    stranded.append(attempt)
+                else:
+                    self._posted[attempt] = (loop, stopped_looks)
+            self._watching = watching = bool(self._posted) and not self._closed
+        for attempt in stranded:
+            logger.debug(
+                "jumpqueue: %s [%s] was waiting to start on an event loop that stopped; "
+                "it starts on the background loop",
+                attempt.deferred.name,
+                attempt.deferred.id,
+            )
+            self._start(attempt)
+        if watching:
+            asyncio.get_running_loop().call_later(POSTED_CHECK_INTERVAL, self._check_posted)
 
     def _start(self, attempt: Attempt) -> None:
         # Runs on the attempt's loop.
