@@ -9,6 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ._reentry import hand_over, take
+
 logger = logging.getLogger("jumpqueue")
 
 #: Longest single wait for the next timer: a later one is waited for in several.
@@ -37,24 +39,38 @@ class Scheduler:
         self._name = name
         self._heap: list[tuple[float, int, Timer]] = []
         self._order = itertools.count()
-        self._wakeup = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run callback after `delay` seconds on the scheduler's thread."""
         timer = Timer(time.monotonic() + delay, callback)
-        with self._wakeup:
-            if self._stopped:
-                timer.cancelled = True
-                return timer
-            heapq.heappush(self._heap, (timer.when, next(self._order), timer))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            elif self._heap[0][2] is timer:
-                self._wakeup.notify()
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            hand_over(self._schedule, timer)  # a signal handler's, on top of our code
+            return timer
+        try:
+            self._schedule_locked(timer)
+        finally:
+            lock.release()
         return timer
+
+    def _schedule(self, timer: Timer) -> None:
+        with self._lock:
+            self._schedule_locked(timer)
+
+    def _schedule_locked(self, timer: Timer) -> None:
+        if self._stopped:
+            timer.cancelled = True
+            return
+        heapq.heappush(self._heap, (timer.when, next(self._order), timer))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        elif self._heap[0][2] is timer:
+            self._wakeup.notify()
 
     def stop(self) -> None:
         """Cancel what is scheduled and end the thread; idempotent."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
 from .._exceptions import TaskExitError, TaskTimeoutError
+from .._reentry import take
 from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
@@ -84,6 +85,17 @@ class Dispatcher:
                     executor = EXECUTORS[name](self._config, self)
                     self._made[name] = executor
         return executor
+
+    def executor_unless_reentered(self, name: ExecutorName) -> Executor | None:
+        """`executor()`, or None where a signal handler must not wait for one being made."""
+        executor = self.executors.get(name)
+        if executor is not None:
+            return executor
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            return None
+        lock.release()
+        return self.executor(name)
 
     def dispatch(self, deferred: Deferred[Any]) -> None:
         """Submit a pending call's next attempt (its first to the backend, if there is one)."""

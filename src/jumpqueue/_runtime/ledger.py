@@ -170,6 +170,15 @@ class Ledger:
             self._wait_locked(deferred)
         return True
 
+    def refused(self, deferred: Deferred[Any], status: Status, error: BaseException) -> None:
+        """Count a call accepted in a signal handler that could not be admitted after all."""
+        counters = self.counters
+        with self.lock:
+            counters.submitted += 1
+            counters.finished[status] += 1
+            deferred._resolve(status, None, error)
+        deferred._notify()
+
     def room_left(self) -> int:
         """Calls the backlog can take now (none once closing)."""
         with self.lock:

@@ -22,6 +22,7 @@ from .._codec import check_portable
 from .._deferred import Status
 from .._exceptions import HandOffError, InvalidCallError
 from .._ratelimit import RateLimitedLog
+from .._reentry import hand_over, take
 from . import _message
 
 if TYPE_CHECKING:
@@ -139,7 +140,11 @@ class HandOffExecutor:
 
     def submit(self, attempt: Attempt) -> None:
         """Queue the call for a sender thread; never blocks."""
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            hand_over(self.submit, attempt)  # a signal handler's, on top of our code
+            return
+        try:
             if self._closed:
                 return  # the runtime settled every call before closing us
             self._queue.append(attempt)
@@ -152,6 +157,8 @@ class HandOffExecutor:
                     name=f"jumpqueue-{self.name}-sender-{self._senders}",
                     daemon=True,
                 ).start()
+        finally:
+            lock.release()
 
     def expire(self, attempt: Attempt) -> None:
         """Nothing runs here to expire: the engine enforces the task's timeout."""

@@ -18,6 +18,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .._reentry import hand_over, take
 from ._base import running_loop
 
 if TYPE_CHECKING:
@@ -78,9 +79,15 @@ class AsyncExecutor:
 
     def submit(self, attempt: Attempt) -> None:
         """Queue the attempt and start what the bound allows."""
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            hand_over(self.submit, attempt)  # a signal handler's, on top of our code
+            return
+        try:
             self._waiting.append(attempt)
             ready = self._take_ready()
+        finally:
+            lock.release()
         self._start_all(ready)
 
     def expire(self, attempt: Attempt) -> None:
