@@ -92,6 +92,7 @@ def _serve() -> None:
             step(*args)
         except Exception:  # one failing step must not stop the ones after it
             logger.exception("jumpqueue: a step handed over from a signal handler failed")
+        del step, args  # nothing of the last step stays reachable while this thread waits
 
 
 def _on_top_of_jumpqueue(frame: FrameType | None) -> bool:

@@ -10,11 +10,16 @@ import time
 from collections.abc import Callable
 
 from ._reentry import hand_over, take
+from ._threads import daemon_thread
 
 logger = logging.getLogger("jumpqueue")
 
 #: Longest single wait for the next timer: a later one is waited for in several.
 _LONGEST_WAIT = min(threading.TIMEOUT_MAX, 86_400.0)
+
+
+def _nothing() -> None:
+    pass
 
 
 class Timer:
@@ -30,6 +35,8 @@ class Timer:
     def cancel(self) -> None:
         """Do not run the callback (a no-op once it ran)."""
         self.cancelled = True
+        # Kept in the heap until due: it must not keep what the callback reaches alive.
+        self.callback = _nothing
 
 
 class Scheduler:
@@ -67,7 +74,7 @@ class Scheduler:
             return
         heapq.heappush(self._heap, (timer.when, next(self._order), timer))
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread = daemon_thread(self._run, self._name)
             self._thread.start()
         elif self._heap[0][2] is timer:
             self._wakeup.notify()
@@ -100,3 +107,4 @@ class Scheduler:
                 timer.callback()
             except Exception:  # a failing callback must not stop every later timer
                 logger.exception("jumpqueue scheduler callback %r failed", timer.callback)
+            del timer  # nothing of it stays reachable while this thread waits

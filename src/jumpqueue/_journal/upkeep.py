@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._codec import known_task
 from .._deferred import Deferred
 from .._exceptions import InvalidCallError, JournalError
+from .._threads import daemon_thread
 from .file import announce
 from .owner import Owner, current_owner
 from .records import Quarantine, decode
@@ -67,9 +68,7 @@ class Upkeep:
             return
         with self._writer.lock:
             if self._thread is None and not self.closing:
-                self._thread = threading.Thread(
-                    target=self._run, name="jumpqueue-journal", daemon=True
-                )
+                self._thread = daemon_thread(self._run, "jumpqueue-journal")
                 self._thread.start()
 
     def ready(self, timeout: float = COMMIT_WAIT) -> bool:

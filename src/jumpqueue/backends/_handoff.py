@@ -23,6 +23,7 @@ from .._deferred import Status
 from .._exceptions import HandOffError, InvalidCallError
 from .._ratelimit import RateLimitedLog
 from .._reentry import hand_over, take
+from .._threads import daemon_thread
 from . import _message
 
 if TYPE_CHECKING:
@@ -152,11 +153,7 @@ class HandOffExecutor:
                 self._wakeup.notify()
             elif self._senders < self._max_senders:
                 self._senders += 1
-                threading.Thread(
-                    target=self._serve,
-                    name=f"jumpqueue-{self.name}-sender-{self._senders}",
-                    daemon=True,
-                ).start()
+                daemon_thread(self._serve, f"jumpqueue-{self.name}-sender-{self._senders}").start()
         finally:
             lock.release()
 
@@ -191,6 +188,7 @@ class HandOffExecutor:
                 logger.exception("jumpqueue: handing off %r failed unexpectedly", attempt)
                 if attempt.deferred.status is Status.PENDING:
                     self._host.handoff_failed(attempt, self.name, error, sent=False)
+            del attempt  # nothing of the last call stays reachable while this thread waits
 
     def _hand_off(self, attempt: Attempt) -> None:
         deferred = attempt.deferred

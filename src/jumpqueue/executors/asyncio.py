@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextvars
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
 from .._reentry import hand_over, take
+from .._threads import daemon_thread
 from ._base import running_loop
 
 if TYPE_CHECKING:
@@ -317,10 +319,11 @@ class _LoopThread:
     """An event loop running forever on a daemon thread, for calls made outside any loop."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="jumpqueue-asyncio", daemon=True
-        )
+        # Made in an empty context: the loop's own handles (its self-pipe's reader) keep
+        # the context they were made in for as long as the loop lives, and the first
+        # coroutine call often comes from a request.
+        self.loop = contextvars.Context().run(asyncio.new_event_loop)
+        self._thread = daemon_thread(self.loop.run_forever, "jumpqueue-asyncio")
         self._thread.start()
 
     def stop(self, grace: float = 1.0) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._ratelimit import RateLimitedLog
 from .._reentry import hand_over, take
+from .._threads import daemon_thread
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -120,9 +121,7 @@ class ThreadExecutor:
                 len(self._stuck),
             )
             return
-        thread = threading.Thread(
-            target=self._serve, name=f"jumpqueue-thread-{next(self._numbers)}", daemon=True
-        )
+        thread = daemon_thread(self._serve, f"jumpqueue-thread-{next(self._numbers)}")
         self._serving.add(thread)
         try:
             thread.start()
@@ -148,6 +147,7 @@ class ThreadExecutor:
                     self._stuck.discard(me)
                     self._grow()
                     return
+            del attempt  # nothing of the last call stays reachable while this thread waits
             self._idle.put(None)
         with self._lock:
             self._serving.discard(me)
