@@ -9,6 +9,8 @@ import jumpqueue
 from jumpqueue import InvalidCallError
 from jumpqueue._codec import decode_arguments, encode_arguments, known_task, registered_name
 
+from .conftest import RuntimeFactory
+
 
 @jumpqueue.task(name="tests.codec.named")
 def named_task(x: int) -> int:
@@ -17,6 +19,10 @@ def named_task(x: int) -> int:
 
 def plain_function(x: int) -> int:
     return x + 1
+
+
+def echo(value: Any) -> Any:
+    return value
 
 
 def test_codec_registered_task_keeps_its_name() -> None:
@@ -103,3 +109,64 @@ def test_codec_renamed_copy_resolves_without_overwriting_the_task() -> None:
     known = known_task(name)
     assert known is retried_task
     assert known.task_options.retries == 4
+
+
+def _nested(depth: int) -> list[Any]:
+    outer: list[Any] = []
+    inner = outer
+    for _ in range(depth):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+def _containing_itself() -> tuple[list[Any], dict[str, Any]]:
+    looped_list: list[Any] = [1]
+    looped_list.append(looped_list)
+    looped_dict: dict[str, Any] = {}
+    looped_dict["me"] = {"again": looped_dict}
+    return looped_list, looped_dict
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((1, 10**5000), {}, r"args\[1\] is an int of about 5000 digits"),
+        ((), {"deep": _nested(10_000)}, r"kwargs\['deep'\] nests .* more than 100 deep"),
+        ((_containing_itself()[0],), {}, r"args\[0\] .* contains itself"),
+        ((), {"d": _containing_itself()[1]}, r"kwargs\['d'\] .* contains itself"),
+    ],
+)
+def test_codec_json_refuses_huge_ints_and_endless_nesting_naming_the_argument(
+    args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+) -> None:
+    # They once escaped as ValueError (int to text) and RecursionError.
+    with pytest.raises(InvalidCallError, match=message):
+        encode_arguments("f", args, kwargs, serializer="json")
+
+
+def test_codec_json_carries_long_ints_and_deep_nesting_within_its_limits() -> None:
+    args = (10**600, _nested(99))
+    data = encode_arguments("f", args, {}, serializer="json")
+    assert decode_arguments(data, serializer="json") == (args, {})
+
+
+def test_codec_pickle_names_the_argument_it_refuses() -> None:
+    with pytest.raises(InvalidCallError, match=r"pickled: kwargs\['deep'\] \(RecursionError"):
+        encode_arguments("f", (1,), {"deep": _nested(100_000)}, serializer="pickle")
+    looped = _containing_itself()[0]
+    data = encode_arguments("f", (10**5000, looped), {}, serializer="pickle")
+    (number, copy), _ = decode_arguments(data, serializer="pickle")
+    assert number == 10**5000
+    assert copy[1] is copy
+
+
+def test_codec_defer_refuses_unencodable_arguments_as_invalid_calls(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(check_handoff=True)
+    bad_arguments: list[Any] = [10**5000, _nested(5000), _containing_itself()[0]]
+    for bad in bad_arguments:
+        with pytest.raises(InvalidCallError, match=r"args\[0\]"):
+            runtime.defer(echo, bad)
+    assert runtime.stats().submitted == 0

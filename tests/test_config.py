@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import math
+import threading
 from typing import Any
 
 import pytest
 
 import jumpqueue
-from jumpqueue import Config, ConfigurationError
+from jumpqueue import Config, ConfigurationError, TaskTimeoutError, task
+
+from .conftest import RuntimeFactory
 
 
 def test_config_defaults_work_without_configuration() -> None:
@@ -62,6 +66,36 @@ def test_config_from_env_reads_prefixed_variables() -> None:
     assert config.task_timeout is None
     assert config.on_overload == "drop"
     assert Config.from_env({"JUMPQUEUE_TASK_TIMEOUT": "2.5"}).task_timeout == 2.5
+
+
+def test_config_from_env_warns_of_unknown_variables_naming_the_closest_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.warns(UserWarning, match="JUMPQUEUE_MAX_WORKER is not .* JUMPQUEUE_MAX_WORKERS"):
+        config = Config.from_env({"JUMPQUEUE_MAX_WORKER": "3", "JUMPQUEUE_MAX_PENDING": "9"})
+    assert (config.max_workers, config.max_pending) == (Config().max_workers, 9)
+    with pytest.warns(UserWarning, match="JUMPQUEUE_ZZZ is not a jumpqueue option") as caught:
+        Config.from_env({"JUMPQUEUE_ZZZ": "1"})
+    assert "did you mean" not in str(caught[0].message)
+    monkeypatch.setenv("JUMPQUEUE_ONOVERLOAD", "drop")
+    with pytest.warns(UserWarning, match="did you mean JUMPQUEUE_ON_OVERLOAD"):
+        jumpqueue.configure()
+
+
+def test_config_task_timeout_inf_means_no_limit_as_a_task_timeout_of_inf(
+    make_runtime: RuntimeFactory,
+) -> None:
+    assert Config.from_env({"JUMPQUEUE_TASK_TIMEOUT": "inf"}).task_timeout == math.inf
+    runtime = make_runtime(task_timeout=math.inf, max_stuck_threads=2)
+    release = threading.Event()
+    unlimited = runtime.defer(release.wait, 10)
+    limited = runtime.defer(task(release.wait).options(timeout=0.05), 10)
+    assert isinstance(limited.exception(timeout=5), TaskTimeoutError)
+    assert not unlimited.done()
+    release.set()
+    assert unlimited.result(timeout=5) is True
+    with pytest.raises(ConfigurationError, match="task_timeout"):
+        Config.from_env({"JUMPQUEUE_TASK_TIMEOUT": "-inf"})
 
 
 def test_config_keyword_overrides_beat_the_environment() -> None:

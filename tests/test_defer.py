@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import jumpqueue
 from jumpqueue import (
     InvalidCallError,
     Status,
+    TaskExitError,
     TaskNotRunError,
 )
 
@@ -100,6 +102,65 @@ def test_defer_failed_call_raises_its_exception_from_result() -> None:
         deferred.result(timeout=5)
     assert deferred.status is Status.FAILED
     assert isinstance(deferred.exception(), KeyError)
+
+
+async def exit_async(code: int) -> None:
+    await asyncio.sleep(0)
+    sys.exit(code)
+
+
+def test_defer_sys_exit_fails_the_call_and_never_reaches_the_caller(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(max_workers=1)
+    handles = [runtime.defer(sys.exit, 3), runtime.defer(exit_async, 4)]
+    for handle, code in zip(handles, (3, 4), strict=True):
+        with pytest.raises(TaskExitError, match=rf"sys.exit\({code}\)") as raised:
+            handle.result(timeout=5)
+        assert isinstance(raised.value.__cause__, SystemExit)
+        assert raised.value.__cause__.code == code
+        assert handle.status is Status.FAILED
+    # The thread and the background loop that ran them still serve.
+    assert runtime.defer(add, 1, 2).result(timeout=5) == 3
+    assert runtime.defer(add_async, 3, 4).result(timeout=5) == 7
+    assert runtime.stats().failed == 2
+
+
+def test_defer_sys_exit_is_retried_only_if_retry_on_names_it(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime()
+
+    def leave() -> None:
+        sys.exit(1)
+
+    once = runtime.defer(jumpqueue.task(leave).options(retries=2, retry_backoff=0))
+    assert isinstance(once.exception(timeout=5), TaskExitError)
+    assert once.attempts == 1
+    retried = jumpqueue.task(leave).options(retries=2, retry_backoff=0, retry_on=SystemExit)
+    thrice = runtime.defer(retried)
+    assert isinstance(thrice.exception(timeout=5), TaskExitError)
+    assert thrice.attempts == 3
+
+
+def test_defer_sys_exit_in_the_applications_own_thread_goes_on_up_it(
+    make_runtime: RuntimeFactory,
+) -> None:
+    # There it may be the thread's own: a signal handler's sys.exit() lands in whatever runs.
+    runtime = make_runtime(max_async=1, max_pending=1, on_overload="inline")
+    handles: list[jumpqueue.Deferred[None]] = []
+
+    async def main() -> None:
+        handles.append(runtime.defer(exit_async, 5))
+        await asyncio.Event().wait()  # until the call's exit stops this loop
+
+    with pytest.raises(SystemExit):
+        asyncio.run(main())
+    assert isinstance(handles[0].exception(timeout=5), TaskExitError)
+    gate = threading.Event()
+    runtime.defer(gate.wait, 10)  # fills the backlog: the next call runs inline
+    with pytest.raises(SystemExit):
+        runtime.defer(sys.exit, 6)
+    gate.set()
+    assert runtime.stats().failed == 2
 
 
 def test_defer_result_times_out_while_the_call_runs() -> None:

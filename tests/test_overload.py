@@ -5,7 +5,16 @@ import threading
 
 import pytest
 
-from jumpqueue import Deferred, OverloadedError, RuntimeClosedError, Status, TaskOptions, task
+from jumpqueue import (
+    Deferred,
+    OverloadedError,
+    RuntimeClosedError,
+    Stats,
+    Status,
+    TaskOptions,
+    TaskTimeoutError,
+    task,
+)
 from jumpqueue._runtime.ledger import Ledger
 from jumpqueue.executors import Attempt
 
@@ -69,6 +78,30 @@ def test_overload_inline_failure_is_reported_not_raised(make_runtime: RuntimeFac
     assert failed.status is Status.FAILED
     assert isinstance(failed.exception(), ValueError)
     gate.set()
+
+
+def test_overload_inline_call_is_running_until_it_returns_then_timed_out_if_late(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(max_workers=1, max_pending=1, on_overload="inline")
+    gate = threading.Event()
+    fill(runtime.defer, gate, 1)
+    seen: list[Stats] = []
+
+    def slow() -> str:
+        threading.Event().wait(0.3)  # well past its 0.05 s timeout, which cannot stop it
+        seen.append(runtime.stats())
+        return "late"
+
+    inlined = runtime.defer(task(slow).options(timeout=0.05))
+    # While the caller ran it, the handle did not claim it had timed out.
+    assert (seen[0].timed_out, seen[0].running) == (0, 2)
+    assert inlined.status is Status.TIMED_OUT
+    assert isinstance(inlined.exception(), TaskTimeoutError)
+    stats = runtime.stats()
+    assert (stats.timed_out, stats.succeeded, stats.inlined) == (1, 0, 1)
+    gate.set()
+    assert runtime.defer(task(slow).options(timeout=5)).result(timeout=5) == "late"
 
 
 def test_overload_inline_coroutine_inside_a_loop_goes_to_that_loop(

@@ -142,3 +142,21 @@ def test_retries_exponential_schedule_doubles_with_jitter() -> None:
     assert all(1.0 <= options.retry_delay(0) <= 2.0 for _ in range(50))
     with pytest.raises(jumpqueue.ConfigurationError, match="retry_schedule"):
         jumpqueue.TaskOptions(retry_schedule="linear")  # type: ignore[arg-type]
+
+
+def test_retries_exponential_backoff_is_capped_however_many_retries_were_done() -> None:
+    options = jumpqueue.TaskOptions(retry_backoff=0.0)
+    assert options.retry_delay(5000, jitter=False) == 0.0
+    options = jumpqueue.TaskOptions(retry_backoff=1.0)
+    assert options.retry_delay(1024, jitter=False) == options.retry_delay(10**9, jitter=False)
+    assert options.retry_delay(10**9, jitter=False) == 300.0
+
+
+def test_retries_above_a_thousand_run_to_their_end(make_runtime: RuntimeFactory) -> None:
+    # Past 1024 retries the doubling once overflowed a float, killed the worker thread
+    # and left the call running for ever.
+    runtime = make_runtime(max_workers=1)
+    flaky = Flaky(failures=1100)
+    deferred = runtime.defer(task(flaky).options(retries=1100, retry_backoff=0.0))
+    assert deferred.result(timeout=20) == 1101
+    assert runtime.stats().retried == 1100

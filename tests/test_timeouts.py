@@ -146,3 +146,16 @@ def test_timeout_of_a_queued_call_still_leaves_a_thread_for_the_next(
     assert isinstance(hung.exception(timeout=5), TaskTimeoutError)
     assert runtime.defer(int, "3").result(timeout=5) == 3
     hang.set()
+
+
+def test_timeout_of_any_finite_length_leaves_the_timer_thread_serving(
+    make_runtime: RuntimeFactory,
+) -> None:
+    # A wait of 1e300 s once overflowed the timer thread, and no later timeout fired.
+    runtime = make_runtime(max_stuck_threads=2)
+    release = threading.Event()
+    very_long = runtime.defer(task(release.wait).options(timeout=1e300), 10)
+    short = runtime.defer(task(release.wait).options(timeout=0.05), 10)
+    assert isinstance(short.exception(timeout=5), TaskTimeoutError)
+    release.set()
+    assert very_long.result(timeout=5) is True

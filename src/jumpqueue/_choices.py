@@ -43,3 +43,9 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "rq": ("jumpqueue.backends.rq:RQBackend", "rq"),
     "celery": ("jumpqueue.backends.celery:CeleryBackend", "celery"),
 }
+#: The broker schemes each engine's URLs may name (None: any; its library checks them when
+#: the backend opens). RQ speaks to Redis only.
+BACKEND_SCHEMES: dict[str, tuple[str, ...] | None] = {
+    "rq": ("redis", "rediss", "unix"),
+    "celery": None,
+}

@@ -22,6 +22,12 @@ from ._tasks import DEFAULT_OPTIONS, Task, import_path, lookup, register
 if TYPE_CHECKING:
     from ._deferred import Deferred
 
+#: Lists and dicts nested deeper than this are refused: a decoder would run out of stack,
+#: and an argument that contains itself nests without end.
+MAX_JSON_DEPTH = 100
+#: Ints this short always convert to text (the lowest digit limit Python allows is 640).
+_SHORT_INT_BITS = 2000
+
 
 def registered_name(fn: Callable[..., Any], name: str) -> str:
     """The name under which fn is known, registering a plain function under its import path.
@@ -88,12 +94,13 @@ def encode_arguments(
             return pickle.dumps((args, kwargs), pickle.HIGHEST_PROTOCOL)
         except Exception as error:  # noqa: BLE001 -- whatever pickle raises, the call is refused
             raise InvalidCallError(
-                f"the arguments of {name} cannot be pickled ({type(error).__name__}: {error})"
+                f"the arguments of {name} cannot be pickled: {_unpicklable(args, kwargs)} "
+                f"({type(error).__name__}: {error})"
             ) from None
     for index, value in enumerate(args):
-        _check_json(name, f"args[{index}]", value)
+        _check_argument(name, f"args[{index}]", value)
     for key, value in kwargs.items():
-        _check_json(name, f"kwargs[{key!r}]", value)
+        _check_argument(name, f"kwargs[{key!r}]", value)
     return json.dumps([list(args), kwargs], separators=(",", ":")).encode()
 
 
@@ -111,26 +118,73 @@ def known_task(name: str) -> Task[Any, Any] | None:
     return lookup(name)
 
 
-def _check_json(name: str, where: str, value: object) -> None:
-    if value is None or isinstance(value, (bool, int, str)):
+def _unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    # Which argument pickle refuses, found again one by one once the whole has failed.
+    named = [(f"args[{index}]", value) for index, value in enumerate(args)]
+    named += [(f"kwargs[{key!r}]", value) for key, value in kwargs.items()]
+    for where, value in named:
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001, PERF203 -- the culprit, however pickle says it
+            return where
+    return "their whole"
+
+
+class _TooDeepError(Exception):
+    """An argument nests deeper than `MAX_JSON_DEPTH`; the top-level check names it."""
+
+
+def _check_argument(name: str, where: str, value: object) -> None:
+    try:
+        _check_json(name, where, value, 0)
+    except _TooDeepError:
+        raise InvalidCallError(
+            f"{name}: {where} nests lists and dicts more than {MAX_JSON_DEPTH} deep, or "
+            "contains itself, which JSON cannot carry"
+        ) from None
+
+
+def _check_json(name: str, where: str, value: object, depth: int) -> None:
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        if value.bit_length() > _SHORT_INT_BITS:
+            _check_long_int(name, where, value)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidCallError(f"{name}: {where} is {value}, which JSON cannot carry")
         return
     if isinstance(value, (list, tuple)):
+        if depth == MAX_JSON_DEPTH:
+            raise _TooDeepError
         for index, item in enumerate(value):
-            _check_json(name, f"{where}[{index}]", item)
+            _check_json(name, f"{where}[{index}]", item, depth + 1)
         return
     if isinstance(value, dict):
+        if depth == MAX_JSON_DEPTH:
+            raise _TooDeepError
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidCallError(
                     f"{name}: {where} has the key {key!r}; JSON objects take string keys only"
                 )
-            _check_json(name, f"{where}[{key!r}]", item)
+            _check_json(name, f"{where}[{key!r}]", item, depth + 1)
         return
     raise InvalidCallError(
         f"{name}: {where} is a {type(value).__name__}, which JSON cannot carry; pass plain "
         "data (ids, strings, numbers), or opt in to pickle with serializer='pickle'"
     )
+
+
+def _check_long_int(name: str, where: str, value: int) -> None:
+    # JSON writes an int in decimal, which Python refuses past `sys.get_int_max_str_digits()`.
+    try:
+        int.__repr__(value)
+    except ValueError:
+        limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+        raise InvalidCallError(
+            f"{name}: {where} is an int of about {int(value.bit_length() * math.log10(2))} "
+            f"digits, more than Python converts to text (sys.get_int_max_str_digits() is "
+            f"{limit}); pass it as a str, or opt in to pickle with serializer='pickle'"
+        ) from None

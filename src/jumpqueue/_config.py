@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
+import urllib.parse
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._choices import (
+    BACKEND_SCHEMES,
     BACKENDS,
     HANDOFF_POLICIES,
     JOURNAL_ERROR_POLICIES,
@@ -59,7 +63,8 @@ class Config:
         on_overload: default policy when the backlog is full: "wait",
             "reject", "drop", "inline", or "spill" (to the journal; needs `journal`).
         overload_wait: seconds the "wait" policy blocks before it rejects.
-        task_timeout: default seconds a call may run, or None for no limit.
+        task_timeout: default seconds a call may run, or None (or `math.inf`,
+            as `JUMPQUEUE_TASK_TIMEOUT=inf` gives) for no limit.
         shutdown_timeout: seconds shutdown waits for running and pending calls.
         max_stuck_threads: threads past their timeout that may linger while
             replacements serve the pool; past it the pool shrinks instead.
@@ -141,7 +146,7 @@ class Config:
         _check_int("max_stuck_threads", self.max_stuck_threads, minimum=0)
         check_seconds("overload_wait", self.overload_wait, allow_zero=True)
         check_seconds("shutdown_timeout", self.shutdown_timeout, allow_zero=True)
-        if self.task_timeout is not None:
+        if self.task_timeout is not None and self.task_timeout != math.inf:
             check_seconds("task_timeout", self.task_timeout, allow_zero=False)
         if self.max_queue_wait is not None:
             check_seconds("max_queue_wait", self.max_queue_wait, allow_zero=False)
@@ -206,15 +211,21 @@ class Config:
     ) -> Config:
         """Read `JUMPQUEUE_<NAME>` variables; keyword overrides win over the environment.
 
+        A `JUMPQUEUE_*` variable that names no option is ignored with a warning
+        naming the closest option (a typo such as `JUMPQUEUE_MAX_WORKER`).
+
         Raises:
             ConfigurationError: a variable cannot be parsed or is out of range.
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
+        fields = dataclasses.fields(cls)
+        for field in fields:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:
                 values[field.name] = _parse(field, raw)
+        if len(values) < sum(name.startswith(ENV_PREFIX) for name in environ):
+            _warn_unknown_variables(environ, [ENV_PREFIX + field.name.upper() for field in fields])
         values.update(overrides)
         return cls.build(**values)
 
@@ -261,6 +272,21 @@ class ConfigOptions(TypedDict, total=False):
     on_journal_error: JournalErrorPolicy
 
 
+def _warn_unknown_variables(environ: Mapping[str, str], known: list[str]) -> None:
+    options = [name.removeprefix(ENV_PREFIX) for name in known]
+    for variable in environ:
+        if not variable.startswith(ENV_PREFIX) or variable in known:
+            continue
+        # Matched without the prefix they all share, which would make any name look close.
+        close = difflib.get_close_matches(variable.removeprefix(ENV_PREFIX).upper(), options, n=1)
+        warnings.warn(
+            f"{variable} is not a jumpqueue option and is ignored"
+            + (f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""),
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def check_names(cls: type[Any], values: Mapping[str, object], kind: str) -> None:
     """Raise `ConfigurationError` naming any of `values` that is not a field of the dataclass."""
     known = {field.name for field in dataclasses.fields(cls)}
@@ -280,7 +306,9 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 def check_backend(name: str, value: object) -> None:
     """Raise `ConfigurationError` unless value is None, a backend URL or a backend object.
 
-    A URL is checked by its scheme only: the engine's library is not imported here.
+    A URL is checked for its engine, its broker's scheme (where the engine
+    takes a known few), its port, and a Redis database number; the engine's
+    library is not imported here (it checks what is left when the backend opens).
     """
     if value is None:
         return
@@ -292,6 +320,11 @@ def check_backend(name: str, value: object) -> None:
                 f"'celery+amqp://guest:guest@127.0.0.1:5672//' (engines: "
                 f"{', '.join(BACKENDS)}), not {redact(value)!r}"
             )
+        # Celery takes several brokers to fail over to, separated by ";".
+        for url in rest.split(";") if engine == "celery" else [rest]:
+            problem = _broker_url_problem(engine, url)
+            if problem is not None:
+                raise ConfigurationError(f"{name} {redact(value)!r}: {problem}")
         return
     if not callable(getattr(value, "open", None)) or not isinstance(
         getattr(value, "name", None), str
@@ -300,6 +333,28 @@ def check_backend(name: str, value: object) -> None:
             f"{name} must be a backend URL or a backend object (with a name and open()), "
             f"not {type(value).__name__}"
         )
+
+
+def _broker_url_problem(engine: str, url: str) -> str | None:
+    # What is wrong with one broker URL (the part after "<engine>+"), or None.
+    scheme = url.partition("://")[0]
+    schemes = BACKEND_SCHEMES.get(engine)
+    if not scheme:
+        return "the broker URL has no scheme"
+    if schemes is not None and scheme not in schemes:
+        return f"{engine} speaks to {', '.join(s + '://' for s in schemes)}, not {scheme}://"
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- parsed on access: a bad port raises here
+    except ValueError as error:
+        return f"the port is not a number from 0 to 65535 ({error})"
+    if scheme in {"redis", "rediss", "unix"}:
+        # Redis clients would read a database that is not a number as 0, or fail late.
+        path_db = parts.path.replace("/", "") if scheme != "unix" else ""
+        for db in (path_db, *urllib.parse.parse_qs(parts.query).get("db", ())):
+            if db and not db.isdigit():
+                return f"the Redis database must be a number, as in /0 or ?db=0, not {db!r}"
+    return None
 
 
 def redact(url: str) -> str:

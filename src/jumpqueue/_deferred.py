@@ -222,6 +222,7 @@ class Deferred(Generic[R]):
                 journaled (status "journaled": it runs from the journal, which
                 records its outcome); or it was handed off to a backend (status
                 "handed_off"), whose engine holds its outcome, under the same id.
+            TaskExitError: the call raised `SystemExit` (its `__cause__`).
             Exception: whatever the call itself raised.
         """
         error = self.exception(timeout)

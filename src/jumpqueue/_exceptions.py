@@ -12,6 +12,7 @@ JumpQueueError
 ├── RuntimeClosedError                     the runtime is shut down or shutting down
 ├── JournalError                           a file is not a journal this version can use
 ├── TaskTimeoutError                       the call ran past its timeout
+├── TaskExitError                          the call raised SystemExit (it ended the call)
 ├── TaskNotRunError                        the call was shed, skipped, abandoned, journaled
 │                                          or handed off
 ├── WaitDeadlockError (also RuntimeError)  waiting here on a call could never end
@@ -80,6 +81,19 @@ class TaskTimeoutError(JumpQueueError):
 
     Distinct from the built-in `TimeoutError`, which `Deferred.result(timeout)`
     raises when the caller's own wait runs out.
+    """
+
+
+class TaskExitError(JumpQueueError):
+    """A deferred call raised `SystemExit` (`sys.exit()`), or another non-`Exception`.
+
+    It ended the call, not the process: the call failed, and waiting on it
+    raises this error, never the `SystemExit` itself, which is its `__cause__`
+    (with `code`). It is retried only if `retry_on` names that exception. A
+    call run in the application's own thread (the "inline" overload policy, a
+    coroutine on the application's event loop, a testing mode) lets it go on
+    up that thread as well: there it may be the thread's own (a signal
+    handler's `sys.exit()`).
     """
 
 

@@ -9,7 +9,17 @@ import threading
 import time
 from collections.abc import Callable
 
+from ._reentry import hand_over, take
+from ._threads import daemon_thread
+
 logger = logging.getLogger("jumpqueue")
+
+#: Longest single wait for the next timer: a later one is waited for in several.
+_LONGEST_WAIT = min(threading.TIMEOUT_MAX, 86_400.0)
+
+
+def _nothing() -> None:
+    pass
 
 
 class Timer:
@@ -25,6 +35,8 @@ class Timer:
     def cancel(self) -> None:
         """Do not run the callback (a no-op once it ran)."""
         self.cancelled = True
+        # Kept in the heap until due: it must not keep what the callback reaches alive.
+        self.callback = _nothing
 
 
 class Scheduler:
@@ -34,24 +46,38 @@ class Scheduler:
         self._name = name
         self._heap: list[tuple[float, int, Timer]] = []
         self._order = itertools.count()
-        self._wakeup = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run callback after `delay` seconds on the scheduler's thread."""
         timer = Timer(time.monotonic() + delay, callback)
-        with self._wakeup:
-            if self._stopped:
-                timer.cancelled = True
-                return timer
-            heapq.heappush(self._heap, (timer.when, next(self._order), timer))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            elif self._heap[0][2] is timer:
-                self._wakeup.notify()
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            hand_over(self._schedule, timer)  # a signal handler's, on top of our code
+            return timer
+        try:
+            self._schedule_locked(timer)
+        finally:
+            lock.release()
         return timer
+
+    def _schedule(self, timer: Timer) -> None:
+        with self._lock:
+            self._schedule_locked(timer)
+
+    def _schedule_locked(self, timer: Timer) -> None:
+        if self._stopped:
+            timer.cancelled = True
+            return
+        heapq.heappush(self._heap, (timer.when, next(self._order), timer))
+        if self._thread is None:
+            self._thread = daemon_thread(self._run, self._name)
+            self._thread.start()
+        elif self._heap[0][2] is timer:
+            self._wakeup.notify()
 
     def stop(self) -> None:
         """Cancel what is scheduled and end the thread; idempotent."""
@@ -70,7 +96,8 @@ class Scheduler:
             with self._wakeup:
                 while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
                     delay = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._wakeup.wait(delay)
+                    # A timer due in 1e300 s must not overflow the wait and end the thread.
+                    self._wakeup.wait(None if delay is None else min(delay, _LONGEST_WAIT))
                 if self._stopped:
                     return
                 _, _, timer = heapq.heappop(self._heap)
@@ -80,3 +107,4 @@ class Scheduler:
                 timer.callback()
             except Exception:  # a failing callback must not stop every later timer
                 logger.exception("jumpqueue scheduler callback %r failed", timer.callback)
+            del timer  # nothing of it stays reachable while this thread waits

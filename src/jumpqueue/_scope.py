@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._reentry import hand_over, take
+
 if TYPE_CHECKING:
     from ._deferred import Deferred
 
@@ -95,11 +97,23 @@ class RequestScope:
 
     def hold(self, host: ScopeHost, deferred: Deferred[Any]) -> bool:
         """Keep a call until release; False if the scope was released already."""
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            # A signal handler's call, on top of this scope's own code: held from another
+            # thread once the handler has returned (or handed over, if released by then).
+            hand_over(self._hold_later, host, deferred)
+            return True
+        try:
             if self._released:
                 return False
             self._held.append((host, deferred))
             return True
+        finally:
+            lock.release()
+
+    def _hold_later(self, host: ScopeHost, deferred: Deferred[Any]) -> None:
+        if not self.hold(host, deferred):  # released meanwhile: as if released before
+            host.release_held(deferred, run=True)
 
     def seal(self) -> None:
         """Write the held calls not yet written to their journals; never runs them.

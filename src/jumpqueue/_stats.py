@@ -10,25 +10,32 @@ from collections.abc import Mapping
 class Stats:
     """Counters since the runtime started, and gauges of this moment.
 
-    Every call counted in `submitted` is, at any moment, either in flight
-    (held, pending or running) or in exactly one final state, so
-    `submitted == finished + in_flight` always holds.
+    Each call is counted once in `submitted`, and is at any moment either in
+    flight (held, pending or running) or in exactly one final state, so
+    `submitted == finished + in_flight` always holds. A call this runtime
+    left to the journal (spilled, or handed back by a failed hand-off) and
+    then takes up again is the same call: it leaves `journaled` for in flight
+    and its next outcome, and counts again only in `recovered`, which counts
+    take-ups.
 
     Attributes:
-        submitted: calls accepted by `defer()` or `submit()` (including those then shed), and
-            calls taken up from the journal to run here (see `recovered`).
+        submitted: calls accepted by `defer()` or `submit()` (including those then
+            shed), and calls new to this runtime taken up from the journal (left by
+            a process that died or shut down).
         started: attempts started (a retried call starts more than once).
         succeeded, failed, timed_out, skipped, abandoned: calls in that final state.
         handed_off: calls handed to a backend (final here; the engine runs them).
-        journaled: calls final here as "journaled": spilled, or left in the
-            journal by a shutdown; they run from the journal.
+        journaled: calls whose outcome here is "journaled": spilled, handed
+            back by a failed hand-off, or left in the journal by a shutdown;
+            they run from the journal (and leave this count if they run here).
         retried: retries scheduled.
         shed: calls shed by a full backlog, by the policy that shed them.
         inlined: calls the "inline" policy ran in the caller.
         waited: calls the "wait" policy admitted after waiting for room.
-        spilled: calls the "spill" policy wrote to the journal (also `journaled`).
-        recovered: journal records taken up to run here: left by a process that
-            died or shut down, or spilled (also in `submitted`).
+        spilled: calls the "spill" policy wrote to the journal.
+        recovered: take-ups of journal records to run here, one per take-up:
+            records left by a process that died or shut down, spilled ones,
+            and calls handed back by a failed hand-off.
         journal_fallbacks: calls that could not be journaled (full disk,
             unwritable file): run without the journal, or given the overload policy.
         journal_degraded: True while journal writes fail.

@@ -38,6 +38,9 @@ T = TypeVar("T")
 
 #: Longest wait between two retries, whatever the backoff doubles to.
 MAX_RETRY_DELAY = 300.0
+#: Doublings past this many change nothing (2**64 seconds outlast any backoff's cap), and
+#: `2**1024` would not even convert to a float.
+_MAX_DOUBLINGS = 64
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,7 +50,9 @@ class TaskOptions:
     Args:
         executor: "thread", "async", or None to choose by the function's kind.
         timeout: seconds one attempt may run; None for the runtime's
-            `task_timeout`; `math.inf` for no limit at all.
+            `task_timeout`; `math.inf` for no limit at all. A call the
+            "inline" policy runs in its caller cannot be stopped: it ends
+            "timed_out" if it returns late.
         retries: further attempts after the first one fails (0 for none):
             `retries=3` makes at most 4 attempts in all.
         retry_backoff: seconds before the first retry (before every retry
@@ -149,7 +154,7 @@ def retry_delay(
     """Seconds before retry number `retries_done + 1` (see `TaskOptions.retry_schedule`)."""
     if schedule == "fixed":
         return backoff
-    delay = float(min(backoff * 2**retries_done, MAX_RETRY_DELAY))
+    delay = min(backoff * 2.0 ** min(retries_done, _MAX_DOUBLINGS), MAX_RETRY_DELAY)
     return delay * random.uniform(0.5, 1.0) if jitter else delay  # noqa: S311 -- jitter
 
 

@@ -1,7 +1,7 @@
 """Tasks the backend tests hand off: importable by RQ and Celery workers, reporting to the test.
 
 Each task sends one JSON line to the test's `Reporter` (address in
-`JUMPQUEUE_TEST_REPORT`) and reads back how many reports with that tag the
+`JQ_TEST_REPORT`) and reads back how many reports with that tag the
 test has had, this one included; `flaky` and `killed_once` use that count to
 behave differently on their first runs.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import jumpqueue
 from jumpqueue.context import request_id, traceparent
 
-REPORT_ENV = "JUMPQUEUE_TEST_REPORT"
+REPORT_ENV = "JQ_TEST_REPORT"
 #: How long `killed_once` waits, on its first run, for the test to kill its worker.
 KILL_WAIT = 60.0
 

@@ -11,8 +11,8 @@ from celery import Celery
 
 from jumpqueue.backends.celery import register
 
-BROKER_ENV = "JUMPQUEUE_TEST_BROKER"
-QUEUE_ENV = "JUMPQUEUE_TEST_QUEUE"
+BROKER_ENV = "JQ_TEST_BROKER"
+QUEUE_ENV = "JQ_TEST_QUEUE"
 
 
 def make_app(broker: str, queue: str) -> Celery:

@@ -124,6 +124,42 @@ def test_handoff_config_refuses_what_is_no_backend(value: object) -> None:
         Config(backend=value)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("rq+http://127.0.0.1:6379/0", "rq speaks to redis://, rediss://, unix://, not http://"),
+        ("rq+redis://127.0.0.1:abc/0", "port is not a number"),
+        ("rq+redis://127.0.0.1:70000/0", "port is not a number"),
+        ("celery+amqp://guest:guest@127.0.0.1:notaport//", "port is not a number"),
+        ("celery+amqp://a:5672//;amqp://b:x//", "port is not a number"),
+        # Redis clients read these as database 0, or fail at the first send.
+        ("rq+redis://127.0.0.1:6379/abc", "database must be a number.*'abc'"),
+        ("rq+redis://127.0.0.1:6379?db=two", "database must be a number.*'two'"),
+        ("celery+redis://127.0.0.1:6379/abc", "database must be a number"),
+        ("rq+://127.0.0.1:6379/0", "no scheme"),
+    ],
+)
+def test_handoff_config_refuses_broker_urls_that_cannot_work(url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        Config(backend=url)
+    with pytest.raises(ConfigurationError, match=problem):
+        jumpqueue.configure(backend=url)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("celery+bogus://127.0.0.1//", "no transport 'bogus'"),
+        ("celery+amqpp://guest:secret@127.0.0.1//", "no transport 'amqpp'; did you mean 'amqp'"),
+        ("rq+redis://127.0.0.1:6379/0?socket_timeout=soon", "socket_timeout"),
+    ],
+)
+def test_handoff_configure_refuses_what_the_engine_cannot_use(url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem) as raised:
+        jumpqueue.configure(backend=url)
+    assert "secret" not in str(raised.value)
+
+
 def test_handoff_config_options_are_validated_and_read_from_the_environment() -> None:
     with pytest.raises(ConfigurationError, match="handoff_timeout"):
         Config(handoff_timeout=0)

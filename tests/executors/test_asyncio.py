@@ -138,3 +138,40 @@ def test_asyncio_timeout_of_a_call_on_a_closing_loop_still_applies(
     call = asyncio.run(request())
     assert call.wait(WAIT)
     assert call.status is Status.TIMED_OUT
+
+
+def test_asyncio_call_posted_to_a_loop_that_stops_before_starting_it_runs_on_the_background_loop(
+    use_runtime: RuntimeFactory,
+) -> None:
+    runtime = use_runtime(max_async=1)
+    application = asyncio.new_event_loop()
+    serving = threading.Thread(target=application.run_forever)
+    serving.start()
+    gate = threading.Event()
+    threads: list[str] = []
+
+    async def occupy() -> None:
+        await asyncio.to_thread(gate.wait, WAIT)
+
+    async def send() -> str:
+        threads.append(threading.current_thread().name)
+        return "sent"
+
+    async def defer_send() -> Deferred[str]:
+        return jumpqueue.defer(send)
+
+    try:
+        first = jumpqueue.defer(occupy)  # the only slot, on the background loop
+        waiting = asyncio.run_coroutine_threadsafe(defer_send(), application).result(WAIT)
+        application.call_soon_threadsafe(application.stop)
+        serving.join(WAIT)
+        # The slot frees up now: the waiting call is posted to the stopped loop, which
+        # never runs again. It once kept its slot, and never ran, for ever.
+        gate.set()
+        assert first.wait(WAIT)
+        assert waiting.result(timeout=WAIT) == "sent"
+        assert threads == ["jumpqueue-asyncio"]
+        assert runtime.defer(send).result(timeout=WAIT) == "sent"  # and the slot is free
+    finally:
+        gate.set()
+        application.close()

@@ -191,7 +191,8 @@ def test_journal_shutdown_leaves_unfinished_calls_for_the_next_runtime(
     assert second.open_journal()
     RECORDER.gate.set()
     assert RECORDER.wait_for(5)  # 4 taken up by the second runtime, 1 the first's late thread
-    assert second.stats().recovered == 4
+    stats = second.stats()
+    assert (stats.recovered, stats.submitted) == (4, 4)  # new calls to the second runtime
     assert sorted(RECORDER.values) == [0, 1, 2, 3, 4]
 
 

@@ -11,6 +11,7 @@ from .._codec import known_task
 from .._deferred import Deferred
 from .._exceptions import InvalidCallError, JournalError
 from .._ratelimit import RateLimitedLog
+from .._threads import daemon_thread
 from . import engine
 from .engine import Row
 from .file import announce
@@ -78,7 +79,7 @@ class Upkeep:
             return True
         with self._writer.lock:
             if self._thread is None and not self.closing:
-                thread = threading.Thread(target=self._run, name="jumpqueue-journal", daemon=True)
+                thread = daemon_thread(self._run, "jumpqueue-journal")
                 try:
                     thread.start()
                 except RuntimeError as error:  # at interpreter exit: calls go without it

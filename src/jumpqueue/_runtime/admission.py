@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import OverloadedError, RuntimeClosedError
 from .._ratelimit import RateLimitedLog
+from .._reentry import take
 from ..executors._base import running_loop
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class Verdict(enum.Enum):
     INLINE = "inline"  # in the backlog, to run now in the caller
     SHED = "shed"  # dropped (counted and logged)
     SPILL = "spill"  # to the journal, counted once written
+    HAND_OVER = "hand_over"  # untouched: a signal handler's call, to admit on another thread
 
 
 class Admission:
@@ -43,13 +45,18 @@ class Admission:
         """Admit a call (held by `holder`, if any), or apply its overload policy.
 
         `refused`: the journal refuses calls, so no room can be made for it.
+        `HAND_OVER` (nothing done) when the ledger's lock may be held by the
+        code a signal handler interrupted (see `jumpqueue._reentry`).
 
         Raises:
             OverloadedError: the policy rejects the call.
             RuntimeClosedError: the runtime is shutting down.
         """
         ledger = self._ledger
-        with ledger.lock:
+        lock = ledger.lock
+        if not lock.acquire(False) and not take(lock):
+            return Verdict.HAND_OVER
+        try:
             if ledger.closing:
                 raise RuntimeClosedError(f"the runtime is shut down; {deferred.name} not accepted")
             if not refused and ledger.has_room_locked():
@@ -69,6 +76,8 @@ class Admission:
             shed: ShedPolicy = "reject" if policy == "reject" else "drop"
             ledger.shed_locked(deferred, shed)
             why, retry_after = self._why_full_locked(refused=refused)
+        finally:
+            lock.release()
         self._shed_log.warning(
             "jumpqueue: %s: %s call %s [%s]",
             why,

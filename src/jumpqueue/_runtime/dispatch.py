@@ -6,12 +6,14 @@ import asyncio
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
-from .._exceptions import TaskTimeoutError
+from .._exceptions import TaskExitError, TaskTimeoutError
+from .._reentry import take
 from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
@@ -84,6 +86,17 @@ class Dispatcher:
                     self._made[name] = executor
         return executor
 
+    def executor_unless_reentered(self, name: ExecutorName) -> Executor | None:
+        """`executor()`, or None where a signal handler must not wait for one being made."""
+        executor = self.executors.get(name)
+        if executor is not None:
+            return executor
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            return None
+        lock.release()
+        return self.executor(name)
+
     def dispatch(self, deferred: Deferred[Any]) -> None:
         """Submit a pending call's next attempt (its first to the backend, if there is one)."""
         if self.backend is not None and deferred.attempts == 0:
@@ -93,22 +106,39 @@ class Dispatcher:
         self.executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
 
     def run_inline(self, deferred: Deferred[Any]) -> None:
-        """Run an admitted call now, in the caller's thread (the "inline" overload policy)."""
+        """Run an admitted call now, in the caller's thread (the "inline" overload policy).
+
+        Nothing can stop the caller's own thread: the call's timeout is checked
+        when it returns. It stays "running" until then, and one that returns
+        past its timeout ends "timed_out" (retried as its task says), as a late
+        return from a pool thread does.
+        """
         if deferred.loop is not None:
             # A coroutine cannot run to completion inside its caller's running loop:
             # it goes to that loop past the backlog bound instead.
             self.dispatch(deferred)
             return
         attempt = Attempt(deferred, 1)
-        if self.attempt_started(attempt):
-            try:
-                result = attempt.call()
-            except BaseException as error:
-                self.attempt_finished(attempt, None, error)
-                if not isinstance(error, Exception):
-                    raise  # the caller's own KeyboardInterrupt or SystemExit
-            else:
-                self.attempt_finished(attempt, result, None)
+        if not self._begin(attempt):
+            return
+        timeout = self._timeout(deferred)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            result = attempt.call()
+        except BaseException as error:
+            self._inline_finished(attempt, None, error, deadline)
+            if not isinstance(error, Exception):
+                raise  # the caller's own KeyboardInterrupt or SystemExit
+        else:
+            self._inline_finished(attempt, result, None, deadline)
+
+    def _inline_finished(
+        self, attempt: Attempt, result: Any, error: BaseException | None, deadline: float | None
+    ) -> None:
+        if deadline is None or time.monotonic() <= deadline:
+            self.attempt_finished(attempt, result, error)
+        elif self._ledger.claim(attempt):
+            self._failed(attempt, self._timeout_error(attempt.deferred), Status.TIMED_OUT)
 
     def close(self) -> None:
         """Stop the timers, the backend and every executor (the ledger has settled every call)."""
@@ -122,15 +152,25 @@ class Dispatcher:
 
     def attempt_started(self, attempt: Attempt) -> bool:
         """An attempt begins; False means it was settled meanwhile: skip it."""
-        if not self._ledger.begin(attempt):
+        if not self._begin(attempt):
             return False
-        deferred = attempt.deferred
-        if deferred._record is not None and self.journal is not None:
-            self.journal.started(deferred._record)
-        timeout = deferred.options.timeout or self._config.task_timeout
-        if timeout is not None and timeout != math.inf:
+        timeout = self._timeout(attempt.deferred)
+        if timeout is not None:
             attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))
         return True
+
+    def _begin(self, attempt: Attempt) -> bool:
+        if not self._ledger.begin(attempt):
+            return False
+        record = attempt.deferred._record
+        if record is not None and self.journal is not None:
+            self.journal.started(record)
+        return True
+
+    def _timeout(self, deferred: Deferred[Any]) -> float | None:
+        # Seconds an attempt may run, or None for no limit.
+        timeout = deferred.options.timeout or self._config.task_timeout
+        return None if timeout is None or timeout == math.inf else timeout
 
     def attempt_finished(self, attempt: Attempt, result: Any, error: BaseException | None) -> None:
         """An attempt ended, however it ended; ignored if its outcome was decided already."""
@@ -159,11 +199,11 @@ class Dispatcher:
             return
         deferred = attempt.deferred
         self.executor(deferred.executor).expire(attempt)
-        timeout = deferred.options.timeout or self._config.task_timeout
-        error = TaskTimeoutError(
-            f"{deferred.name} [{deferred.id}] ran past its {timeout} s timeout"
-        )
-        self._failed(attempt, error, Status.TIMED_OUT)
+        self._failed(attempt, self._timeout_error(deferred), Status.TIMED_OUT)
+
+    def _timeout_error(self, deferred: Deferred[Any]) -> TaskTimeoutError:
+        timeout = self._timeout(deferred)
+        return TaskTimeoutError(f"{deferred.name} [{deferred.id}] ran past its {timeout} s timeout")
 
     def _failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
         deferred = attempt.deferred
@@ -194,4 +234,18 @@ class Dispatcher:
             attempt.number,
             exc_info=error if status is Status.FAILED else None,
         )
+        if not isinstance(error, Exception):
+            # Whoever waits on the handle must not be ended by the call's own exit.
+            error = _exit_error(deferred, error)
         self._ledger.settle(deferred, status, None, error)
+
+
+def _exit_error(deferred: Deferred[Any], error: BaseException) -> TaskExitError:
+    what = (
+        f"called sys.exit({error.code!r})"
+        if isinstance(error, SystemExit)
+        else f"raised {type(error).__name__}"
+    )
+    failure = TaskExitError(f"{deferred.name} [{deferred.id}] {what}: the call failed")
+    failure.__cause__ = error
+    return failure

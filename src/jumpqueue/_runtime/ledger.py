@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from .._journal import Journal
     from ..executors._base import Attempt
 
+#: Calls left to the journal that a ledger remembers, to know them when it takes them up
+#: again; one forgotten past this bound is counted as a new call then.
+REMEMBERED_JOURNALED = 100_000
+
 
 @dataclasses.dataclass
 class HandOffCounts:
@@ -89,6 +93,9 @@ class Ledger:
         self.closing = False
         #: The runtime's journal, told of every journaled call that becomes final.
         self.journal: Journal | None = None
+        # Ids of calls this runtime left to the journal, oldest first: one taken up again
+        # here is the same call back in flight, not a new one (see `adopt`).
+        self._left_to_journal: dict[str, None] = {}
 
     # -- admission: called with the lock held --------------------------------------------------
 
@@ -145,6 +152,7 @@ class Ledger:
             if written:
                 counters.spilled += 1
                 counters.finished[Status.JOURNALED] += 1
+                self._remember_journaled_locked(deferred)
                 deferred._resolve(Status.JOURNALED, None, None)
             else:
                 counters.journal_fallbacks += 1
@@ -152,16 +160,35 @@ class Ledger:
                 deferred._resolve(Status.SHED, None, None)
 
     def adopt(self, deferred: Deferred[Any]) -> bool:
-        """Accept a call taken up from the journal, past the bound; False once closing."""
+        """Accept a call taken up from the journal, past the bound; False once closing.
+
+        Every take-up counts in `recovered`. A call this runtime left to the
+        journal itself (spilled, handed back) is back in flight: no longer
+        counted as journaled, and not submitted again; any other is new here.
+        """
         with self.lock:
             if self.closing:
                 return False
-            self.counters.submitted += 1
-            self.counters.recovered += 1
+            counters = self.counters
+            counters.recovered += 1
+            if deferred.id in self._left_to_journal:
+                del self._left_to_journal[deferred.id]
+                counters.finished[Status.JOURNALED] -= 1
+            else:
+                counters.submitted += 1
             self.in_flight.add(deferred)
             self.pending += 1
             self._wait_locked(deferred)
         return True
+
+    def refused(self, deferred: Deferred[Any], status: Status, error: BaseException) -> None:
+        """Count a call accepted in a signal handler that could not be admitted after all."""
+        counters = self.counters
+        with self.lock:
+            counters.submitted += 1
+            counters.finished[status] += 1
+            deferred._resolve(status, None, error)
+        deferred._notify()
 
     def room_left(self, *, waiting_at_most: int | None = None) -> int:
         """Calls the backlog can take now (none once closing).
@@ -324,11 +351,22 @@ class Ledger:
         if not is_live(deferred._status):
             return False
         self._move_locked(deferred, status)
+        if status is Status.JOURNALED:
+            self._remember_journaled_locked(deferred)
         deferred._resolve(status, result, error)  # the outcome, then the status that publishes it
         record = deferred._record
         if record is not None and self.journal is not None:
             self.journal.settled(record, status, error)
         return True
+
+    def _remember_journaled_locked(self, deferred: Deferred[Any]) -> None:
+        # Once closing, nothing is taken up here again.
+        if self.closing:
+            return
+        remembered = self._left_to_journal
+        remembered[deferred.id] = None
+        if len(remembered) > REMEMBERED_JOURNALED:
+            del remembered[next(iter(remembered))]
 
     def _move_locked(self, deferred: Deferred[Any], status: Status) -> None:
         # The gauges follow the call; a final status is counted and frees its slot.

@@ -20,13 +20,14 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .._codec import check_portable
 from .._config import Config, check_seconds
 from .._deferred import Deferred, Status
-from .._exceptions import RuntimeClosedError
-from .._scope import current_scope, forget_request
+from .._exceptions import OverloadedError, RuntimeClosedError
+from .._reentry import hand_over, reentered
+from .._scope import RequestScope, current_scope, forget_request
 from .._stats import Stats
 from .._tasks import (
     DEFAULT_OPTIONS,
@@ -44,6 +45,9 @@ from .handoff import HandOffOutcomes
 from .journaling import JournalLink
 from .ledger import HandOffCounts, Ledger
 from .requests import HeldCalls
+
+if TYPE_CHECKING:
+    from .._journal import Journal
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -169,13 +173,41 @@ class Runtime:
         deferred: Deferred[Any] = Deferred(
             name or info.name, function, args, kwargs, options, executor_name, context, loop
         )
-        executor = self._executor_for(deferred)
-        journal = self._journaling.prepare(deferred)
         holder = scope if scope is not None and not scope.released else None
+        executor = self._executor_for(deferred)
+        if executor is None:  # a signal handler's call, on top of the runtime making one
+            hand_over(self._take_over, deferred, holder, None, None)
+            return deferred
+        journal = self._journaling.prepare(deferred)
         if self._mode is not None:
             self._mode.accepted(deferred, held=holder is not None)
+        if journal is not None and holder is None and reentered():
+            # A signal handler's call to commit now: the journal's locks may be the
+            # interrupted code's.
+            hand_over(self._take_over, deferred, holder, executor, journal)
+            return deferred
         refused = journal is not None and journal.refusing
         verdict = self._admission.admit(deferred, holder, refused=refused)
+        if verdict is Verdict.ADMITTED and journal is None:  # the common case, inline
+            if holder is None:
+                executor.submit(Attempt(deferred, 1))
+            elif not holder.hold(self._held_calls, deferred):  # released since we looked
+                self._held_calls.release_held(deferred, run=True)
+        elif verdict is Verdict.HAND_OVER:
+            hand_over(self._take_over, deferred, holder, executor, journal)
+        else:
+            self._place(verdict, deferred, holder, executor, journal)
+        return deferred
+
+    def _place(
+        self,
+        verdict: Verdict,
+        deferred: Deferred[Any],
+        holder: RequestScope | None,
+        executor: Executor,
+        journal: Journal | None,
+    ) -> None:
+        # Where an admitted call goes, by the verdict of admission.
         if verdict is Verdict.ADMITTED:
             if holder is None:
                 if journal is None:
@@ -187,14 +219,53 @@ class Runtime:
         elif verdict is Verdict.INLINE:
             self._dispatcher.run_inline(deferred)
         elif verdict is Verdict.SPILL:
-            self._journaling.spill(deferred, holder, self._held_calls)
-        return deferred
+            if reentered():  # a signal handler's: the journal's locks may be the interrupted code's
+                hand_over(self._take_over, deferred, holder, executor, journal)
+            else:
+                self._journaling.spill(deferred, holder, self._held_calls)
 
-    def _executor_for(self, deferred: Deferred[Any]) -> Executor:
-        # Where the call's first attempt goes, once it has checked the call.
+    def _take_over(
+        self,
+        deferred: Deferred[Any],
+        holder: RequestScope | None,
+        executor: Executor | None,
+        journal: Journal | None,
+    ) -> None:
+        # On the hand-over thread: the rest of a `defer()` that a signal handler made on
+        # top of the runtime's own code (see `jumpqueue._reentry`), where waiting for the
+        # runtime's locks is safe. The call was accepted: whatever happens, it is counted
+        # and its handle ends.
+        try:
+            if executor is None:
+                # Not the main thread: it waits for an executor being made.
+                executor = cast("Executor", self._executor_for(deferred))
+                journal = self._journaling.prepare(deferred)
+                if self._mode is not None:
+                    self._mode.accepted(deferred, held=holder is not None)
+            refused = journal is not None and journal.refusing
+            verdict = self._admission.admit(deferred, holder, refused=refused)
+            self._place(verdict, deferred, holder, executor, journal)
+        except OverloadedError:
+            return  # shed, or not spilled: counted, and its handle says so
+        except Exception as error:  # noqa: BLE001 -- the call ends, counted, with the reason
+            status = Status.ABANDONED if isinstance(error, RuntimeClosedError) else Status.FAILED
+            logger.warning(
+                "jumpqueue: %s [%s], deferred in a signal handler, was not admitted: %s: %s",
+                deferred.name,
+                deferred.id,
+                type(error).__name__,
+                error,
+            )
+            self._ledger.refused(deferred, status, error)
+
+    def _executor_for(self, deferred: Deferred[Any]) -> Executor | None:
+        # Where the call's first attempt goes, once it has checked the call; None when a
+        # signal handler's call must not wait for the executor being made under it.
         dispatcher = self._dispatcher
         name = deferred.executor
-        executor = dispatcher.executors.get(name) or dispatcher.executor(name)
+        executor = dispatcher.executors.get(name) or dispatcher.executor_unless_reentered(name)
+        if executor is None:
+            return None
         executor.validate(deferred)
         backend = dispatcher.backend
         if backend is not None:

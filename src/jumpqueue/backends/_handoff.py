@@ -22,6 +22,8 @@ from .._codec import check_portable
 from .._deferred import Status
 from .._exceptions import HandOffError, InvalidCallError
 from .._ratelimit import RateLimitedLog
+from .._reentry import hand_over, take
+from .._threads import daemon_thread
 from . import _message
 
 if TYPE_CHECKING:
@@ -146,7 +148,11 @@ class HandOffExecutor:
 
     def submit(self, attempt: Attempt) -> None:
         """Queue the call for a sender thread; never blocks."""
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            hand_over(self.submit, attempt)  # a signal handler's, on top of our code
+            return
+        try:
             if self._closed:
                 return  # the runtime settled every call before closing us
             self._queue.append(attempt)
@@ -154,11 +160,9 @@ class HandOffExecutor:
                 self._wakeup.notify()
             elif self._senders < self._max_senders:
                 self._senders += 1
-                threading.Thread(
-                    target=self._serve,
-                    name=f"jumpqueue-{self.name}-sender-{self._senders}",
-                    daemon=True,
-                ).start()
+                daemon_thread(self._serve, f"jumpqueue-{self.name}-sender-{self._senders}").start()
+        finally:
+            lock.release()
 
     def expire(self, attempt: Attempt) -> None:
         """Nothing runs here to expire: the engine enforces the task's timeout."""
@@ -191,6 +195,7 @@ class HandOffExecutor:
                 logger.exception("jumpqueue: handing off %r failed unexpectedly", attempt)
                 if attempt.deferred.status is Status.PENDING:
                     self._host.handoff_failed(attempt, self.name, error, sent=False)
+            del attempt  # nothing of the last call stays reachable while this thread waits
 
     def _hand_off(self, attempt: Attempt) -> None:
         deferred = attempt.deferred

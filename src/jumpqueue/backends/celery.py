@@ -21,6 +21,7 @@ id, with the task's backoff doubling and `retry_on` matched by class name.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import inspect
 import logging
@@ -31,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import celery
 import kombu
+import kombu.transport
 from celery.exceptions import Reject
 
 from .._codec import known_task
+from .._config import redact
 from .._exceptions import ConfigurationError
 from .._tasks import Task
 from . import _message
@@ -89,7 +92,13 @@ class CeleryBackend:
 
     @classmethod
     def from_url(cls, url: str, *, queue: str | None = None) -> CeleryBackend:
-        """The backend for a broker URL (the part of `celery+amqp://...` after `celery+`)."""
+        """The backend for a broker URL (the part of `celery+amqp://...` after `celery+`).
+
+        Raises:
+            ConfigurationError: the URL names no transport Celery knows.
+        """
+        for broker in url.split(";"):
+            _check_transport(broker)
         return cls(url, queue=queue)
 
     def open(self, config: Config, host: HandOffHost) -> HandOffExecutor:
@@ -102,6 +111,19 @@ class CeleryBackend:
             app, self.queue or config.backend_queue, timeout=config.handoff_timeout
         )
         return HandOffExecutor(self.name, transport, config, host)
+
+
+def _check_transport(broker: str) -> None:
+    # Kombu would find an unknown transport at the first send, and every hand-off would fail.
+    transport = broker.partition("://")[0].partition("+")[0]
+    aliases = kombu.transport.TRANSPORT_ALIASES
+    if transport in aliases or "." in transport or ":" in transport:  # or a class path
+        return
+    close = difflib.get_close_matches(transport, aliases, n=1)
+    raise ConfigurationError(
+        f"backend {'celery+' + redact(broker)!r}: Celery has no transport {transport!r}"
+        + (f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(aliases))})")
+    )
 
 
 def _sending_app(broker: str, timeout: float) -> celery.Celery:

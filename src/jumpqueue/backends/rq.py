@@ -27,6 +27,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry as RedisRetry
 
 from .._codec import known_task
+from .._config import redact
+from .._exceptions import ConfigurationError
 from .._tasks import Task, import_path
 from . import _message
 from ._handoff import HandOffExecutor
@@ -84,14 +86,17 @@ class RQBackend:
         """An executor that enqueues this runtime's calls as RQ jobs."""
         connection = self.connection
         if connection is None:
-            connection = redis.Redis.from_url(
-                self.url,
-                socket_connect_timeout=config.handoff_timeout,
-                socket_timeout=config.handoff_timeout,
-                # One quick retry replaces a pooled connection the server closed (not a
-                # timeout); redis-py's default backs off for seconds, past any hand-off bound.
-                retry=RedisRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-            )
+            try:
+                connection = redis.Redis.from_url(
+                    self.url,
+                    socket_connect_timeout=config.handoff_timeout,
+                    socket_timeout=config.handoff_timeout,
+                    # One quick retry replaces a pooled connection the server closed (not a
+                    # timeout); redis-py's default backs off for seconds, past any hand-off bound.
+                    retry=RedisRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                )
+            except ValueError as error:  # what redis-py refuses in a URL
+                raise ConfigurationError(f"backend {'rq+' + redact(self.url)!r}: {error}") from None
         queue = rq.Queue(self.queue or config.backend_queue or DEFAULT_QUEUE, connection=connection)
         transport = _RQTransport(queue, owned=self.connection is None)
         return HandOffExecutor(self.name, transport, config, host)

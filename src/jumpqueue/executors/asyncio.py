@@ -4,7 +4,9 @@ A loop that closes under a call (a test client's, at the end of each request)
 lets it run to its end first, within the runtime's `shutdown_timeout`: what
 closes a loop cancels its tasks while the loop is stopped, then runs it until
 they end (`asyncio.run`, anyio, pytest-asyncio all do), and a call's task
-turns that cancellation down. Calls not started yet go to the background loop.
+turns that cancellation down. Calls not started yet go to the background loop,
+and so does, within about a second, a call already handed to a loop that then
+stops or closes without starting it (it would keep its slot for ever).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextvars
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .._reentry import hand_over, take
+from .._threads import daemon_thread
 from ._base import running_loop
 
 if TYPE_CHECKING:
@@ -26,6 +31,11 @@ if TYPE_CHECKING:
     from ._base import Attempt, ExecutorHost
 
 logger = logging.getLogger("jumpqueue")
+
+#: Seconds between looks at calls posted to another loop that has not started them yet.
+POSTED_CHECK_INTERVAL = 0.25
+#: Looks in a row that find such a loop stopped before its calls go to the background loop.
+STOPPED_LOOKS = 4
 
 
 class AsyncExecutor:
@@ -48,6 +58,11 @@ class AsyncExecutor:
         self._tasks: set[_CallTask] = set()
         self._background: _LoopThread | None = None
         self._closing_loops: set[asyncio.AbstractEventLoop] = set()
+        # Attempts posted to another thread's loop and not started there yet, with that
+        # loop and how many looks in a row found it stopped: a loop that stops, or closes,
+        # before it runs them must not keep their slots for ever.
+        self._posted: dict[Attempt, tuple[asyncio.AbstractEventLoop, int]] = {}
+        self._watching = False
         self._closed = False
 
     @property
@@ -66,9 +81,15 @@ class AsyncExecutor:
 
     def submit(self, attempt: Attempt) -> None:
         """Queue the attempt and start what the bound allows."""
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            hand_over(self.submit, attempt)  # a signal handler's, on top of our code
+            return
+        try:
             self._waiting.append(attempt)
             ready = self._take_ready()
+        finally:
+            lock.release()
         self._start_all(ready)
 
     def expire(self, attempt: Attempt) -> None:
@@ -85,6 +106,7 @@ class AsyncExecutor:
         with self._lock:
             self._closed = True
             self._waiting.clear()
+            self._posted.clear()
             tasks = list(self._tasks)
             background, self._background = self._background, None
         for task in tasks:
@@ -115,17 +137,63 @@ class AsyncExecutor:
                 self._start(attempt)  # on its loop already: create the task now
                 continue
             if loop is None:
-                loop = self._background_loop()
-            try:
-                loop.call_soon_threadsafe(self._start, attempt)
-            except RuntimeError:  # the application's loop closed under us
                 self._background_loop().call_soon_threadsafe(self._start, attempt)
+                continue
+            with self._lock:
+                self._posted[attempt] = (loop, 0)
+            try:
+                loop.call_soon_threadsafe(self._start_posted, attempt)
+            except RuntimeError:  # the application's loop closed under us
+                with self._lock:
+                    del self._posted[attempt]
+                self._background_loop().call_soon_threadsafe(self._start, attempt)
+            else:
+                self._watch_posted()
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._background is None:
                 self._background = _LoopThread()
             return self._background.loop
+
+    def _start_posted(self, attempt: Attempt) -> None:
+        # Runs on the loop it was posted to, unless the attempt went to ours meanwhile.
+        with self._lock:
+            if self._posted.pop(attempt, None) is None:
+                return
+        self._start(attempt)
+
+    def _watch_posted(self) -> None:
+        with self._lock:
+            if self._watching or self._closed:
+                return
+            self._watching = True
+        loop = self._background_loop()
+        loop.call_soon_threadsafe(loop.call_later, POSTED_CHECK_INTERVAL, self._check_posted)
+
+    def _check_posted(self) -> None:
+        # Runs on the background loop: calls posted to a loop that closed, or stayed
+        # stopped for `STOPPED_LOOKS` looks, start here instead.
+        stranded = []
+        with self._lock:
+            for attempt, (loop, looks) in list(self._posted.items()):
+                stopped_looks = 0 if loop.is_running() else looks + 1
+                if loop.is_closed() or stopped_looks >= STOPPED_LOOKS:
+                    del self._posted[attempt]
+                    stranded.append(attempt)
+                else:
+                    self._posted[attempt] = (loop, stopped_looks)
+            self._watching = watching = bool(self._posted) and not self._closed
+        for attempt in stranded:
+            logger.debug(
+                "jumpqueue: %s [%s] was waiting to start on an event loop that stopped; "
+                "it starts on the background loop",
+                attempt.deferred.name,
+                attempt.deferred.id,
+            )
+            self._start(attempt)
+        if watching:
+            asyncio.get_running_loop().call_later(POSTED_CHECK_INTERVAL, self._check_posted)
 
     def _start(self, attempt: Attempt) -> None:
         # Runs on the attempt's loop.
@@ -135,7 +203,11 @@ class AsyncExecutor:
             return
         deferred = attempt.deferred
         name = f"{deferred.name} [{deferred.id}]"
-        task = context.copy().run(_CallTask, _outcome(attempt), name, self._loop_closing)
+        # On our own loop's thread, nothing a call raises may end the loop.
+        background = self._background
+        own_loop = background is not None and background.loop is asyncio.get_running_loop()
+        coroutine = _outcome(attempt, contain_exits=own_loop)
+        task = context.copy().run(_CallTask, coroutine, name, self._loop_closing)
         with self._lock:
             self._tasks.add(task)
             expired = attempt not in self._slots  # timed out before its task existed
@@ -226,11 +298,20 @@ class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
         return False
 
 
-async def _outcome(attempt: Attempt) -> tuple[Any, BaseException | None]:
+async def _outcome(attempt: Attempt, *, contain_exits: bool) -> tuple[Any, BaseException | None]:
     # A failure is an outcome, not the task's exception: a closing loop would log it again.
+    # A SystemExit that a task raises stops its loop (asyncio re-raises it from the step):
+    # on the application's loop it may be the thread's own (a signal handler's), so it goes
+    # on; on ours it is the call's.
     try:
         return await attempt.coroutine(), None
     except Exception as error:  # noqa: BLE001 -- reported to the runtime, which logs it
+        return None, error
+    except asyncio.CancelledError:
+        raise
+    except BaseException as error:
+        if not contain_exits:
+            raise
         return None, error
 
 
@@ -238,10 +319,11 @@ class _LoopThread:
     """An event loop running forever on a daemon thread, for calls made outside any loop."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="jumpqueue-asyncio", daemon=True
-        )
+        # Made in an empty context: the loop's own handles (its self-pipe's reader) keep
+        # the context they were made in for as long as the loop lives, and the first
+        # coroutine call often comes from a request.
+        self.loop = contextvars.Context().run(asyncio.new_event_loop)
+        self._thread = daemon_thread(self.loop.run_forever, "jumpqueue-asyncio")
         self._thread.start()
 
     def stop(self, grace: float = 1.0) -> None:

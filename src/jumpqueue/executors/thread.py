@@ -8,6 +8,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._ratelimit import RateLimitedLog
+from .._reentry import hand_over, take
+from .._threads import daemon_thread
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -33,7 +35,9 @@ class ThreadExecutor:
         self._max_stuck = config.max_stuck_threads
         self._queue: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = threading.Semaphore(0)
+        # One token per thread waiting for work: a SimpleQueue, not a Semaphore, so that
+        # `submit()` takes no lock the code a signal handler interrupted may hold.
+        self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
         # Serving threads; a thread stuck past a timeout moves to _stuck.
         self._serving: set[threading.Thread] = set()
         self._stuck: set[object] = set()
@@ -57,8 +61,25 @@ class ThreadExecutor:
     def submit(self, attempt: Attempt) -> None:
         """Queue the attempt; start a thread if none is idle and the pool has room."""
         self._queue.put(attempt)
-        if self._idle.acquire(blocking=False) or len(self._serving) >= self._size:
+        if not self._idle.empty():
+            try:
+                self._idle.get_nowait()
+            except queue.Empty:  # another submit took the thread that waited
+                pass
+            else:
+                return  # a thread waits: it takes this attempt
+        if len(self._serving) >= self._size:
             return  # a thread will take it; checking the size first keeps the lock uncontended
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            hand_over(self._grow_now)  # a signal handler's call, on top of this pool's code
+            return
+        try:
+            self._grow()
+        finally:
+            lock.release()
+
+    def _grow_now(self) -> None:
         with self._lock:
             self._grow()
 
@@ -100,9 +121,7 @@ class ThreadExecutor:
                 len(self._stuck),
             )
             return
-        thread = threading.Thread(
-            target=self._serve, name=f"jumpqueue-thread-{next(self._numbers)}", daemon=True
-        )
+        thread = daemon_thread(self._serve, f"jumpqueue-thread-{next(self._numbers)}")
         self._serving.add(thread)
         try:
             thread.start()
@@ -128,7 +147,8 @@ class ThreadExecutor:
                     self._stuck.discard(me)
                     self._grow()
                     return
-            self._idle.release()
+            del attempt  # nothing of the last call stays reachable while this thread waits
+            self._idle.put(None)
         with self._lock:
             self._serving.discard(me)
 
