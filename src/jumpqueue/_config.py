@@ -56,9 +56,10 @@ class Config:
         max_pending: calls admitted and not yet finished (held, pending or
             running); past it the overload policy decides. It bounds memory:
             a call costs about half a KiB plus its arguments.
-        max_queue_wait: seconds the longest-waiting call may have waited for
-            a worker before new calls get the overload policy (as if the
-            backlog were full), or None for no such bound: it bounds how
+        max_queue_wait: seconds a call admitted now may expect to wait for a
+            worker (the calls pending, at the pace the oldest of them has
+            seen calls start) before new calls get the overload policy (as if
+            the backlog were full), or None for no such bound: it bounds how
             late work starts when calls come faster than they run.
         on_overload: default policy when the backlog is full: "wait",
             "reject", "drop", "inline", or "spill" (to the journal; needs `journal`).
