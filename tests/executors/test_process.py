@@ -390,10 +390,11 @@ def test_process_memory_watchdog_counts_the_processes_a_call_started(
     make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(process, "address_space_limit", lambda limit: None)
-    runtime = make_runtime(max_processes=1, memory_limit="128MiB")
-    # Two processes of 80 MiB each: neither is past the limit, nor is the child itself.
+    runtime = make_runtime(max_processes=1, memory_limit="256MiB")
+    # Two processes of 140 MiB each: one, with the child (under 100 MiB even when
+    # coverage measures it), stays under the limit; the two of them alone are past it.
     pid_file = tmp_path / "pids"
-    hog = runtime.defer(in_process(tasks.spread_memory), 80 * 1024**2, 2, str(pid_file))
+    hog = runtime.defer(in_process(tasks.spread_memory), 140 * 1024**2, 2, str(pid_file))
     try:
         with pytest.raises(MemoryLimitError, match="resident memory") as raised:
             hog.result(timeout=20)
