@@ -13,8 +13,8 @@ USE_TZ = True
 GREETING = "read from the Django settings"
 
 # Celery's settings (the CELERY_ namespace), for the broker and queue the test sets.
-CELERY_BROKER_URL = os.environ.get("JUMPQUEUE_TEST_BROKER", "memory://")
-CELERY_TASK_DEFAULT_QUEUE = os.environ.get("JUMPQUEUE_TEST_QUEUE", "celery")
+CELERY_BROKER_URL = os.environ.get("JQ_TEST_BROKER", "memory://")
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("JQ_TEST_QUEUE", "celery")
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

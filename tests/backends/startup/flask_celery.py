@@ -19,9 +19,9 @@ class FlaskTask(Task):  # type: ignore[misc]
             return self.run(*args, **kwargs)
 
 
-app = Celery(flask_app.name, broker=os.environ.get("JUMPQUEUE_TEST_BROKER"), task_cls=FlaskTask)
+app = Celery(flask_app.name, broker=os.environ.get("JQ_TEST_BROKER"), task_cls=FlaskTask)
 app.conf.update(
-    task_default_queue=os.environ.get("JUMPQUEUE_TEST_QUEUE", "celery"),
+    task_default_queue=os.environ.get("JQ_TEST_QUEUE", "celery"),
     worker_enable_remote_control=False,
     broker_connection_retry_on_startup=True,
 )
