@@ -8,11 +8,38 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import jumpqueue
 from jumpqueue import Config, Runtime
 
 RuntimeFactory = Callable[..., Runtime]
+
+# Property tests (tests/chaos): "ci", the default, is small and derandomized, so that
+# `make test` stays within its budget and a failure reproduces as it is; "soak"
+# (`make soak`, or `pytest --hypothesis-profile=soak`) draws many more examples at
+# random, and prints the blob that reproduces a failure.
+_QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile(
+    "ci",
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_QUIET_CHECKS,
+)
+settings.register_profile(
+    "soak",
+    max_examples=2000,
+    stateful_step_count=100,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_QUIET_CHECKS,
+)
+settings.load_profile("ci")
 
 
 def wait_until_waiting_for_room(runtime: Runtime, count: int = 1, timeout: float = 5.0) -> None:
