@@ -100,6 +100,8 @@ MARKS_BY_FIXTURE: dict[str, tuple[str, ...]] = {
 MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "backends/test_celery_backend.py": ("broker",),
     "backends/test_rq_backend.py": ("broker",),
+    "chaos/test_chaos_disk.py": ("tmpfs",),  # a tmpfs, and ext4 on a loop device
+    "chaos/test_chaos_kill.py": ("server", "process"),  # gunicorn, killed again and again
     "executors/test_process.py": ("process",),
     "executors/test_process_gunicorn.py": ("server", "process"),
     "journal/test_journal_gunicorn.py": ("server", "process"),
