@@ -118,7 +118,7 @@ test-all: $(addprefix test-,$(PYVERSIONS))
 # The long chaos run, not part of `make test` (which runs a bounded version of
 # tests/chaos): a million mixed calls with flat memory and kill -9 loops under
 # load for ten minutes, printing their figures, then the property tests with the
-# "soak" hypothesis profile (many more examples, at random). About 25 minutes;
+# "soak" hypothesis profile (many more examples, at random). About 20 minutes;
 # `timeout` stops it after an hour, and the soak then kills the servers it started.
 .PHONY: soak
 soak: $(STAMP)
