@@ -115,6 +115,16 @@ test-fast: $(STAMP)
 # pytest on every supported Python that is installed here.
 test-all: $(addprefix test-,$(PYVERSIONS))
 
+# The long chaos run, not part of `make test` (which runs a bounded version of
+# tests/chaos): a million mixed calls with flat memory and kill -9 loops under
+# load for ten minutes, printing their figures, then the property tests with the
+# "soak" hypothesis profile (many more examples, at random). About 20 minutes;
+# `timeout` stops it after an hour, and the soak then kills the servers it started.
+.PHONY: soak
+soak: $(STAMP)
+	timeout 3600 $(VENV)/bin/python -m tests.chaos.soak --calls 1000000 --kill-seconds 600
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/chaos --hypothesis-profile=soak --timeout=1800
+
 # ------------------------------------------------------------ other
 .PHONY: demo bench clean
 

@@ -8,11 +8,38 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import jumpqueue
 from jumpqueue import Config, Runtime
 
 RuntimeFactory = Callable[..., Runtime]
+
+# Property tests (tests/chaos): "ci", the default, is small and derandomized, so that
+# `make test` stays within its budget and a failure reproduces as it is; "soak"
+# (`make soak`, or `pytest --hypothesis-profile=soak`) draws many more examples at
+# random, and prints the blob that reproduces a failure.
+_QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile(
+    "ci",
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_QUIET_CHECKS,
+)
+settings.register_profile(
+    "soak",
+    max_examples=2000,
+    stateful_step_count=100,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_QUIET_CHECKS,
+)
+settings.load_profile("ci")
 
 
 def wait_until_waiting_for_room(runtime: Runtime, count: int = 1, timeout: float = 5.0) -> None:
@@ -73,6 +100,8 @@ MARKS_BY_FIXTURE: dict[str, tuple[str, ...]] = {
 MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "backends/test_celery_backend.py": ("broker",),
     "backends/test_rq_backend.py": ("broker",),
+    "chaos/test_chaos_disk.py": ("tmpfs",),  # a tmpfs, and ext4 on a loop device
+    "chaos/test_chaos_kill.py": ("server", "process"),  # gunicorn, killed again and again
     "executors/test_process.py": ("process",),
     "executors/test_process_gunicorn.py": ("server", "process"),
     "journal/test_journal_gunicorn.py": ("server", "process"),

@@ -43,6 +43,8 @@ _BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 #: A lease renewed less often than this would have to be renewed all the time.
 MIN_JOURNAL_LEASE = 1.0
+#: Longest a value is shown in an error message.
+_SHOWN_LENGTH = 200
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -165,17 +167,19 @@ class Config:
         if self.start_method not in (None, *START_METHODS):
             raise ConfigurationError(
                 f"start_method must be one of {', '.join(START_METHODS)} or None, "
-                f"not {self.start_method!r}"
+                f"not {shown(self.start_method)}"
             )
         check_backend("backend", self.backend)
         if self.backend_queue is not None and (
             not isinstance(self.backend_queue, str) or not self.backend_queue
         ):
             raise ConfigurationError(
-                f"backend_queue must be a non-empty str or None, not {self.backend_queue!r}"
+                f"backend_queue must be a non-empty str or None, not {shown(self.backend_queue)}"
             )
         if not isinstance(self.check_handoff, bool):
-            raise ConfigurationError(f"check_handoff must be a bool, not {self.check_handoff!r}")
+            raise ConfigurationError(
+                f"check_handoff must be a bool, not {shown(self.check_handoff)}"
+            )
         check_seconds("handoff_timeout", self.handoff_timeout, allow_zero=False)
         check_choice("on_handoff_error", self.on_handoff_error, HANDOFF_POLICIES)
         self._check_journal()
@@ -186,7 +190,9 @@ class Config:
             journal = os.fspath(journal)
         if journal is not None:
             if not isinstance(journal, str) or not journal.strip():
-                raise ConfigurationError(f"journal must be a file path or None, not {journal!r}")
+                raise ConfigurationError(
+                    f"journal must be a file path or None, not {shown(journal)}"
+                )
             object.__setattr__(self, "journal", os.path.expanduser(journal))
         synchronous: object = self.journal_synchronous
         if isinstance(synchronous, str):
@@ -301,7 +307,7 @@ def check_names(cls: type[Any], values: Mapping[str, object], kind: str) -> None
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     """Raise `ConfigurationError` unless value is one of `choices` (a registry of `_choices`)."""
     if value not in choices:
-        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {shown(value)}")
 
 
 def check_backend(name: str, value: object) -> None:
@@ -371,16 +377,35 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigurationError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, not {value}")
+        raise ConfigurationError(f"{name} must be >= {minimum}, not {shown(value)}")
 
 
 def check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
     """Raise `ConfigurationError` unless value is a finite, non-negative number of seconds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(f"{name} must be a number of seconds, not {shown(value)}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int no float can hold: no clock counts that far
+        finite = False
+    if not finite or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{name} must be {bound} seconds, not {value!r}")
+        raise ConfigurationError(f"{name} must be {bound} seconds, not {shown(value)}")
+
+
+def shown(value: object) -> str:
+    """`repr(value)` for an error message: shortened, and never failing itself.
+
+    An int too long to write out (past `sys.get_int_max_str_digits()`), or an
+    object whose `__repr__` raises, is described instead.
+    """
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 -- a message must not fail on the value it names
+        if isinstance(value, int):
+            return f"an int of about {int(value.bit_length() * math.log10(2))} digits"
+        return f"a {type(value).__name__} that cannot be shown"
+    return text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
 
 
 def parse_size(name: str, text: str) -> int:

@@ -24,7 +24,7 @@ from ._choices import (
     RetrySchedule,
     Serializer,
 )
-from ._config import check_choice, check_names, check_seconds
+from ._config import check_choice, check_names, check_seconds, shown
 from ._exceptions import ConfigurationError, InvalidCallError
 
 if TYPE_CHECKING:
@@ -92,9 +92,9 @@ class TaskOptions:
         if self.timeout is not None and self.timeout != math.inf:
             check_seconds("timeout", self.timeout, allow_zero=False)
         if isinstance(self.retries, bool) or not isinstance(self.retries, int):
-            raise ConfigurationError(f"retries must be an int, not {self.retries!r}")
+            raise ConfigurationError(f"retries must be an int, not {shown(self.retries)}")
         if self.retries < 0:
-            raise ConfigurationError(f"retries must be >= 0, not {self.retries}")
+            raise ConfigurationError(f"retries must be >= 0, not {shown(self.retries)}")
         check_seconds("retry_backoff", self.retry_backoff, allow_zero=True)
         check_choice("retry_schedule", self.retry_schedule, RETRY_SCHEDULES)
         retry_on: object = self.retry_on
@@ -105,14 +105,14 @@ class TaskOptions:
             isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on
         ):
             raise ConfigurationError(
-                f"retry_on must be an exception type or a tuple of them, not {retry_on!r}"
+                f"retry_on must be an exception type or a tuple of them, not {shown(retry_on)}"
             )
         if self.on_overload is not None:
             check_choice("on_overload", self.on_overload, OVERLOAD_POLICIES)
         if not isinstance(self.always, bool):
-            raise ConfigurationError(f"always must be a bool, not {self.always!r}")
+            raise ConfigurationError(f"always must be a bool, not {shown(self.always)}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
-            raise ConfigurationError(f"name must be a non-empty str, not {self.name!r}")
+            raise ConfigurationError(f"name must be a non-empty str, not {shown(self.name)}")
         if self.serializer is not None:
             check_choice("serializer", self.serializer, SERIALIZERS)
         if self.on_handoff_error is not None:
@@ -303,11 +303,11 @@ def check_callable(fn: object) -> None:
     """Raise `InvalidCallError` unless fn is something `defer()` can call later."""
     if inspect.iscoroutine(fn):
         raise InvalidCallError(
-            f"defer() needs a coroutine function, not a coroutine object ({fn!r}); "
+            f"defer() needs a coroutine function, not a coroutine object ({shown(fn)}); "
             "pass the function and its arguments: defer(fn, *args)"
         )
     if not callable(fn):
-        raise InvalidCallError(f"defer() needs a callable, not {type(fn).__name__} {fn!r}")
+        raise InvalidCallError(f"defer() needs a callable, not {type(fn).__name__} {shown(fn)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import OverloadedError, RuntimeClosedError
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from .ledger import Ledger
 
 logger = logging.getLogger("jumpqueue")
+
+#: A lock cannot time a longer wait (1e300 s overflows it); a century and more is for ever.
+_LONGEST_WAIT = threading.TIMEOUT_MAX / 2
 
 
 class Verdict(enum.Enum):
@@ -127,7 +131,7 @@ class Admission:
         try:
             room = ledger.room.wait_for(
                 lambda: ledger.closing or ledger.has_room_locked(),
-                timeout=self._config.overload_wait,
+                timeout=min(self._config.overload_wait, _LONGEST_WAIT),
             )
         finally:
             ledger.waiting_for_room -= 1

@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .._codec import check_portable
-from .._config import Config, check_seconds
+from .._config import Config, check_seconds, shown
 from .._deferred import Deferred, Status
 from .._exceptions import OverloadedError, RuntimeClosedError
 from .._reentry import hand_over, reentered
@@ -155,7 +155,7 @@ class Runtime:
     def defer(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Run `fn(*args, **kwargs)` later; see `jumpqueue.defer`."""
         if self._ledger.closing:  # before any executor is made for a call refused anyway
-            raise RuntimeClosedError(f"the runtime is shut down; {fn!r} not accepted")
+            raise RuntimeClosedError(f"the runtime is shut down; {shown(fn)} not accepted")
         if isinstance(fn, Task):
             function, options, name = fn.fn, fn.task_options, fn.name
         else:
