@@ -125,6 +125,9 @@ MARK_BY_TEST: dict[str, dict[str, str]] = {
     "test_public_api.py": {
         "test_public_api_import_uses_only_the_standard_library": "process",
     },
+    "test_signals.py": {
+        "test_signal_handler_defer_on_top_of_the_process_queue_is_handed_over": "process",
+    },
     "test_shutdown.py": {
         "test_shutdown_at_interpreter_exit_drains": "process",
         "test_shutdown_in_a_forked_child_starts_over": "process",

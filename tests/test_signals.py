@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import signal
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import jumpqueue
 from jumpqueue import Deferred, Runtime, Status
 from jumpqueue._journal.writer import Writer
 from jumpqueue._runtime.ledger import Ledger
@@ -230,3 +232,24 @@ def test_signal_handler_defer_on_top_of_a_journal_commit_neither_waits_nor_goes_
     assert first.result(timeout=WAIT) == 1
     assert handle.result(timeout=WAIT) == 3
     assert runtime.stats().journal_fallbacks == 0
+
+
+def test_signal_handler_defer_on_top_of_the_process_queue_is_handed_over(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(max_processes=1)
+    in_child = jumpqueue.task(add).options(executor="process", name="tests.test_signals.add")
+    executor = runtime._dispatcher.executor("process")
+    handled: list[Deferred[int]] = []
+    with on_signal(lambda: handled.append(runtime.defer(in_child, 1, 2))) as raise_signal:
+
+        class InterruptedQueue(collections.deque[Any]):
+            def append(self, item: Any) -> None:
+                super().append(item)
+                raise_signal()  # the handler runs while submit() holds the pool's lock
+
+        executor._queue = InterruptedQueue()  # type: ignore[attr-defined]
+        with deadlock_watchdog():
+            first = runtime.defer(in_child, 0, 1)
+    assert first.result(timeout=WAIT) == 1
+    assert handled[0].result(timeout=WAIT) == 3

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigurationError, InvalidCallError, MemoryLimitError, WorkerCrashedError
 from .._ratelimit import RateLimitedLog
+from .._reentry import hand_over, take
+from .._threads import daemon_thread
 from . import _process_calls, _process_os
 from ._process_os import (
     Child,
@@ -127,16 +129,20 @@ class ProcessExecutor:
 
     def submit(self, attempt: Attempt) -> None:
         """Queue the attempt for the supervisor; never blocks."""
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False) and not take(lock):
+            hand_over(self.submit, attempt)  # a signal handler's call, on top of this code
+            return
+        try:
             if self._closed:
                 return  # the runtime settled every call before closing us
             self._queue.append(attempt)
             self._submitted += 1
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._supervise, name="jumpqueue-process", daemon=True
-                )
+                self._thread = daemon_thread(self._supervise, "jumpqueue-process")
                 self._thread.start()
+        finally:
+            lock.release()
         self._wake()
 
     def expire(self, attempt: Attempt) -> None:
