@@ -170,3 +170,21 @@ def test_codec_defer_refuses_unencodable_arguments_as_invalid_calls(
         with pytest.raises(InvalidCallError, match=r"args\[0\]"):
             runtime.defer(echo, bad)
     assert runtime.stats().submitted == 0
+
+
+class _ReprRaises:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __hash__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [(10**5000, "an int of about 5000 digits"), (_ReprRaises(), "a _ReprRaises that cannot")],
+    ids=["huge-int", "repr-raises"],
+)
+def test_codec_json_names_a_key_that_cannot_be_shown(key: object, shown: str) -> None:
+    with pytest.raises(InvalidCallError, match=shown):
+        encode_arguments("t", ({key: 1},), {}, serializer="json")

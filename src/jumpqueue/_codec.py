@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._config import shown
 from ._exceptions import InvalidCallError
 from ._tasks import DEFAULT_OPTIONS, Task, import_path, lookup, register
 
@@ -167,7 +168,7 @@ def _check_json(name: str, where: str, value: object, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidCallError(
-                    f"{name}: {where} has the key {key!r}; JSON objects take string keys only"
+                    f"{name}: {where} has the key {shown(key)}; JSON objects take string keys only"
                 )
             _check_json(name, f"{where}[{key!r}]", item, depth + 1)
         return

@@ -350,7 +350,10 @@ def _broker_url_problem(engine: str, url: str) -> str | None:
         return "the broker URL has no scheme"
     if schemes is not None and scheme not in schemes:
         return f"{engine} speaks to {', '.join(s + '://' for s in schemes)}, not {scheme}://"
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as error:  # an unclosed "[" of an IPv6 address, say
+        return f"the broker URL cannot be parsed ({error})"
     try:
         parts.port  # noqa: B018 -- parsed on access: a bad port raises here
     except ValueError as error:

@@ -131,6 +131,7 @@ def test_handoff_config_refuses_what_is_no_backend(value: object) -> None:
         ("rq+redis://127.0.0.1:abc/0", "port is not a number"),
         ("rq+redis://127.0.0.1:70000/0", "port is not a number"),
         ("celery+amqp://guest:guest@127.0.0.1:notaport//", "port is not a number"),
+        ("rq+redis://[::1", "cannot be parsed"),
         ("celery+amqp://a:5672//;amqp://b:x//", "port is not a number"),
         # Redis clients read these as database 0, or fail at the first send.
         ("rq+redis://127.0.0.1:6379/abc", "database must be a number.*'abc'"),
