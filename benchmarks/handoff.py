@@ -42,6 +42,8 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+from _load import tree_cpu as process_tree_cpu
+
 import jumpqueue
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -63,19 +65,8 @@ async def anoop() -> None:
 
 
 def tree_cpu() -> float:
-    """CPU seconds (user + system) of this process and its live descendants, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [os.getpid()]
-    while todo:
-        pid = todo.pop()
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:  # ended meanwhile
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    """CPU seconds of this process and its live descendants (the process pools' workers)."""
+    return process_tree_cpu(os.getpid())
 
 
 #: The rows' names, by pair: jumpqueue's, then its peer's.

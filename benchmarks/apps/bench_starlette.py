@@ -28,7 +28,20 @@ def blocking_task() -> None:
     time.sleep(TASK_SECONDS)
 
 
+async def noop() -> None:
+    """Nothing: only the cost of handing work over, running and settling it."""
+
+
 async def no_task(_: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def background_noop(_: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok", background=BackgroundTask(noop))
+
+
+async def deferred_noop(_: Request) -> PlainTextResponse:
+    jumpqueue.defer(noop)
     return PlainTextResponse("ok")
 
 
@@ -52,13 +65,20 @@ async def stats(_: Request) -> JSONResponse:
 
 
 #: No jumpqueue at all: the no-task baseline, and Starlette's own BackgroundTasks.
-plain = Starlette(routes=[Route("/none", no_task), Route("/background", background)])
+plain = Starlette(
+    routes=[
+        Route("/none", no_task),
+        Route("/background", background),
+        Route("/background-noop", background_noop),
+    ]
+)
 
 #: The same server with jumpqueue's middleware.
 with_jumpqueue = Starlette(
     routes=[
         Route("/none", no_task),
         Route("/jumpqueue", deferred),
+        Route("/jumpqueue-noop", deferred_noop),
         Route("/jumpqueue-thread", deferred_thread),
         Route("/stats", stats),
     ],

@@ -260,10 +260,11 @@ class AsyncExecutor:
                     "jumpqueue: %s was cancelled by its event loop before it finished; abandoned",
                     task.get_name(),
                 )
-        elif task.exception() is not None:  # not an Exception: escaped `_outcome`
-            error, result = task.exception(), None
         else:
-            result, error = task.result()
+            error = task.exception()  # not an Exception: escaped `_outcome`
+            result = None
+            if error is None:
+                result, error = task.result()
         self._host.attempt_finished(attempt, result, error)
         self._release(attempt, task)
 
