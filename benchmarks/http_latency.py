@@ -33,8 +33,11 @@ itself.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
+import gc
+import io
 import os
 import shutil
 import statistics
@@ -42,8 +45,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from _load import (
     APPS,
@@ -307,6 +312,129 @@ def budget(results: Results, connections: list[int]) -> list[str]:
     return lines
 
 
+# -- in process: the CPU a request costs, without a server or a network ------------------------
+
+IN_PROCESS_REQUESTS = 4000
+
+
+def _asgi_scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
+def _asgi_requests(app: Any, path: str) -> Callable[[int], None]:
+    """n requests through an ASGI app on one loop, each followed by one turn of the loop."""
+    loop = asyncio.new_event_loop()
+    scope = _asgi_scope(path)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def serve(n: int) -> None:
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+            await asyncio.sleep(0)  # what runs after the response runs now
+
+    return lambda n: loop.run_until_complete(serve(n))
+
+
+def _wsgi_requests(app: Any, path: str) -> Callable[[int], None]:
+    """n requests through a WSGI app, the body read and closed as a server does."""
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+
+    def start_response(*_: Any) -> None:
+        pass
+
+    def serve(n: int) -> None:
+        for _ in range(n):
+            body = app(dict(environ), start_response)
+            for _ in body:
+                pass
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            time.sleep(0)  # lets a pool thread run what was deferred
+
+    return serve
+
+
+def in_process_table(rounds: int) -> list[str]:
+    """CPU µs per request of each endpoint's app called in this process, peers in turn."""
+    sys.path.insert(0, str(APPS))
+    os.environ.update(UNBOUNDED)
+    import bench_flask  # the apps import their frameworks
+    import bench_starlette
+
+    cases = {
+        ("Starlette", NO_TASK): _asgi_requests(bench_starlette.plain, "/none"),
+        ("Starlette", ALONE): _asgi_requests(bench_starlette.with_jumpqueue, "/none"),
+        ("Starlette", DEFER_NOOP): _asgi_requests(
+            bench_starlette.with_jumpqueue, "/jumpqueue-noop"
+        ),
+        ("Starlette", "BackgroundTasks, no-op"): _asgi_requests(
+            bench_starlette.plain, "/background-noop"
+        ),
+        ("Flask", NO_TASK): _wsgi_requests(bench_flask.plain, "/none"),
+        ("Flask", ALONE): _wsgi_requests(bench_flask.with_jumpqueue, "/none"),
+        ("Flask", DEFER_NOOP): _wsgi_requests(bench_flask.with_jumpqueue, "/jumpqueue-noop"),
+        ("Flask", "call_on_close, no-op"): _wsgi_requests(bench_flask.plain, "/call_on_close-noop"),
+    }
+    samples: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
+    for requests in cases.values():
+        requests(200)  # warm up
+    for _ in range(rounds):
+        for case, requests in cases.items():
+            gc.collect()
+            start = time.process_time()
+            requests(IN_PROCESS_REQUESTS)
+            samples[case].append((time.process_time() - start) / IN_PROCESS_REQUESTS * 1e6)
+    lines = [
+        "| app, in process | work after the response | CPU µs/req | + µs over no task "
+        "| CPU x no task |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for (framework, work), values in samples.items():
+        base = samples[framework, NO_TASK]
+        extra = [a - b for a, b in zip(values, base, strict=True)]
+        ratio = [a / b for a, b in zip(values, base, strict=True)]
+        lines.append(
+            f"| {framework} | {work} | {spread(values)} | {spread(extra)} | {spread(ratio, 2)} |"
+        )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -315,7 +443,14 @@ def main() -> int:
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--no-throughput", action="store_true", help="latency only")
+    parser.add_argument(
+        "--in-process-only", action="store_true", help="the CPU per request in process only"
+    )
     args = parser.parse_args()
+    in_process = in_process_table(max(args.rounds, 5))
+    print("\n".join(in_process))
+    if args.in_process_only:
+        return 0
     connections = [int(x) for x in args.connections.split(",")]
     pinned, client_cpu, server_cpu = cpu_split()
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
