@@ -5,9 +5,10 @@
 Each server runs endpoints side by side: the no-task baseline, jumpqueue's
 middleware (or Flask extension) alone, the middleware with one `defer()` of a
 no-op per request, and the framework's own way to run the same no-op after the
-response (Starlette's `BackgroundTasks`, Werkzeug's `call_on_close`); on
-uvicorn also 200 ms of I/O-like work after each response (`await
-asyncio.sleep(0.2)`), deferred or in `BackgroundTasks`. Each endpoint has its
+response (Starlette's `BackgroundTasks`, Werkzeug's `call_on_close`); then
+200 ms of I/O-like work after each response, deferred (`await
+asyncio.sleep(0.2)`) or in `BackgroundTasks` (the same), or `call_on_close`
+(`time.sleep(0.2)`). Each endpoint has its
 own server process (apps in `benchmarks/apps/`): uvicorn for Starlette,
 gunicorn (sync, 2 workers) for Flask. The load is closed-loop keep-alive
 HTTP/1.1 from `wrk` (or, when it is missing, a small asyncio client): N
@@ -104,12 +105,15 @@ ENDPOINTS = (
     gunicorn("bench_flask:with_jumpqueue", "/none", ALONE, UNBOUNDED),
     gunicorn("bench_flask:with_jumpqueue", "/jumpqueue-noop", DEFER_NOOP, UNBOUNDED),
     gunicorn("bench_flask:plain", "/call_on_close-noop", "call_on_close, no-op"),
+    gunicorn("bench_flask:with_jumpqueue", "/jumpqueue", DEFER_200, UNBOUNDED),
+    gunicorn("bench_flask:plain", "/call_on_close", "call_on_close, 200 ms"),
 )
 #: Each jumpqueue endpoint and the peer that does the same work its framework's own way.
 PEERS = {
     ("Starlette, uvicorn", DEFER_NOOP): "BackgroundTasks, no-op",
     ("Starlette, uvicorn", DEFER_200): "BackgroundTasks, 200 ms",
     (GUNICORN, DEFER_NOOP): "call_on_close, no-op",
+    (GUNICORN, DEFER_200): "call_on_close, 200 ms",
 }
 THROUGHPUT = uvicorn("bench_starlette:with_jumpqueue", "/stats", "pools", POOLS)
 
