@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._config import Config
+    from .._results import CallResult
     from .upkeep import JournalHost
 
 #: First and longest wait before a call its backend could not take is tried again.
@@ -188,6 +189,11 @@ class Journal:
         """
         if not running:
             self._writer.mark(record.id, Mark(final=PENDING))
+
+    def result(self, call_id: str) -> CallResult | None:
+        """The outcome the journal holds for that call, or None if it holds none."""
+        del call_id
+        return None
 
     def close(self, timeout: float) -> None:
         """Write what is still to be written, stop the journal's thread, close the file."""

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
-from .._exceptions import TaskExitError, TaskTimeoutError
+from .._exceptions import ResultNotPortableError, TaskExitError, TaskTimeoutError
 from .._reentry import take
+from .._results import CallFailure, to_json, worker_id
 from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
@@ -162,6 +163,12 @@ class Dispatcher:
     def _begin(self, attempt: Attempt) -> bool:
         if not self._ledger.begin(attempt):
             return False
+        deferred = attempt.deferred
+        deferred.attempted_at = now = time.time()
+        if deferred.attempts == 1:
+            deferred.started_at = now
+        # A child process's pid, else this process's.
+        deferred.worker_ids += (worker_id(getattr(attempt.worker, "pid", None)),)
         record = attempt.deferred._record
         if record is not None and self.journal is not None:
             self.journal.started(record)
@@ -176,6 +183,15 @@ class Dispatcher:
         """An attempt ended, however it ended; ignored if its outcome was decided already."""
         if attempt.timer is not None:
             attempt.timer.cancel()
+        if error is None and attempt.deferred.options.keep_result:
+            try:
+                to_json(result)
+            except ResultNotPortableError as not_portable:
+                # No retry can make the same call return something else: it fails now.
+                if self._ledger.claim(attempt):
+                    attempt.deferred._failures += (_failure(not_portable),)
+                    self._settle_failed(attempt, not_portable, Status.FAILED)
+                return
         if error is None:
             decided = self._ledger.succeed(attempt, result)
         else:
@@ -208,7 +224,7 @@ class Dispatcher:
     def _failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
         deferred = attempt.deferred
         options = deferred.options
-        outcome = "timed out" if status is Status.TIMED_OUT else "failed"
+        deferred._failures += (_failure(error),)
         if attempt.number <= options.retries and isinstance(error, options.retry_on):
             delay = options.retry_delay(attempt.number - 1)
             if not self._ledger.retry(deferred):
@@ -219,13 +235,18 @@ class Dispatcher:
                 deferred.id,
                 attempt.number,
                 options.retries + 1,
-                outcome,
+                "timed out" if status is Status.TIMED_OUT else "failed",
                 type(error).__name__,
                 error,
                 delay,
             )
             self.retry_later(delay, lambda: self.dispatch(deferred))
             return
+        self._settle_failed(attempt, error, status)
+
+    def _settle_failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
+        deferred = attempt.deferred
+        outcome = "timed out" if status is Status.TIMED_OUT else "failed"
         logger.error(
             "jumpqueue: %s [%s] %s after %d attempt(s)",
             deferred.name,
@@ -238,6 +259,11 @@ class Dispatcher:
             # Whoever waits on the handle must not be ended by the call's own exit.
             error = _exit_error(deferred, error)
         self._ledger.settle(deferred, status, None, error)
+
+
+def _failure(error: BaseException) -> tuple[str, str]:
+    failure = CallFailure.of(error)
+    return failure.exception_class_path, failure.traceback
 
 
 def _exit_error(deferred: Deferred[Any], error: BaseException) -> TaskExitError:

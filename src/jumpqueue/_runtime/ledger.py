@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 #: Calls left to the journal that a ledger remembers, to know them when it takes them up
 #: again; one forgotten past this bound is counted as a new call then.
 REMEMBERED_JOURNALED = 100_000
+#: Finished `keep_result` calls a ledger keeps for `Runtime.result()`, newest last.
+KEPT_RESULTS = 1000
 
 
 @dataclasses.dataclass
@@ -87,7 +89,7 @@ class Ledger:
         self.room = threading.Condition(self.lock)
         self._drained = threading.Condition(self.lock)
         self.in_flight: set[Deferred[Any]] = set()
-        self.held = self.pending = self.running = 0
+        self.held = self.scheduled = self.pending = self.running = 0
         self.waiting_for_room = 0
         self.counters = Counters()
         self.closing = False
@@ -96,6 +98,17 @@ class Ledger:
         # Ids of calls this runtime left to the journal, oldest first: one taken up again
         # here is the same call back in flight, not a new one (see `adopt`).
         self._left_to_journal: dict[str, None] = {}
+        # Finished calls whose outcome is kept (`keep_result`), oldest first.
+        self._kept: dict[str, Deferred[Any]] = {}
+
+    def known(self, call_id: str) -> Deferred[Any] | None:
+        """The call of that id, in flight or finished with its outcome kept; None if unknown."""
+        with self.lock:
+            kept = self._kept.get(call_id)
+            if kept is not None:
+                return kept
+            # Rarely asked, while every call is deferred: a scan, not an index to keep up.
+            return next((d for d in self.in_flight if d.id == call_id), None)
 
     # -- admission: called with the lock held --------------------------------------------------
 
@@ -354,6 +367,11 @@ class Ledger:
         if status is Status.JOURNALED:
             self._remember_journaled_locked(deferred)
         deferred._resolve(status, result, error)  # the outcome, then the status that publishes it
+        if deferred.options.keep_result:
+            kept = self._kept
+            kept[deferred.id] = deferred
+            if len(kept) > KEPT_RESULTS:
+                del kept[next(iter(kept))]
         record = deferred._record
         if record is not None and self.journal is not None:
             self.journal.settled(record, status, error)
@@ -377,6 +395,8 @@ class Ledger:
             self.running -= 1
         elif previous is Status.HELD:
             self.held -= 1
+        elif previous is Status.SCHEDULED:
+            self.scheduled -= 1
         if status is Status.PENDING:
             self.pending += 1
             deferred._status = status

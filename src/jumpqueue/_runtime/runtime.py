@@ -27,6 +27,7 @@ from .._config import Config, check_seconds, shown
 from .._deferred import Deferred, Status
 from .._exceptions import OverloadedError, RuntimeClosedError
 from .._reentry import hand_over, reentered
+from .._results import CallResult, from_memory
 from .._scope import RequestScope, current_scope, forget_request
 from .._stats import Stats
 from .._tasks import (
@@ -295,6 +296,20 @@ class Runtime:
 
     # -- observation and shutdown ------------------------------------------------------------
 
+    def result(self, call_id: str) -> CallResult | None:
+        """The outcome of the call of that id so far, or None if it is not known here.
+
+        With a journal, any call the journal holds (written by any process that
+        uses the same file), its outcome kept for `journal_retention` if its
+        task says `keep_result=True`; without one, the calls of this runtime
+        in flight, and the last 1000 finished ones that keep their result.
+        """
+        deferred = self._ledger.known(call_id)
+        if deferred is not None:
+            return from_memory(deferred)
+        journal = self._journaling.journal
+        return None if journal is None else journal.result(call_id)
+
     def stats(self) -> Stats:
         """A consistent snapshot of counters and gauges."""
         ledger = self._ledger
@@ -315,6 +330,7 @@ class Runtime:
                 inlined=counters.inlined,
                 waited=counters.waited,
                 held=ledger.held,
+                scheduled=ledger.scheduled,
                 pending=ledger.pending,
                 running=ledger.running,
                 workers=self._dispatcher.workers,

@@ -20,6 +20,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._reentry import hand_over, take
+from .._results import running_call
 from .._threads import daemon_thread
 from ._base import running_loop
 
@@ -207,7 +208,9 @@ class AsyncExecutor:
         background = self._background
         own_loop = background is not None and background.loop is asyncio.get_running_loop()
         coroutine = _outcome(attempt, contain_exits=own_loop)
-        task = context.copy().run(_CallTask, coroutine, name, self._loop_closing)
+        context = context.copy()
+        context.run(running_call.set, (deferred.id, attempt.number))
+        task = context.run(_CallTask, coroutine, name, self._loop_closing)
         with self._lock:
             self._tasks.add(task)
             expired = attempt not in self._slots  # timed out before its task existed

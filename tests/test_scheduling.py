@@ -1,0 +1,128 @@
+"""Task timing and results: priority, delay, run_after, keep_result; result(); the running call."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import pytest
+
+import jumpqueue
+from jumpqueue import ConfigurationError, Status, TaskOptions
+
+from .conftest import RuntimeFactory
+
+UTC = datetime.timezone.utc
+
+
+@jumpqueue.task(keep_result=True)
+def kept(x: int) -> dict[str, Any]:
+    return {"x": x, "pair": (x, x)}
+
+
+@jumpqueue.task(keep_result=True)
+def not_json() -> object:
+    return {1, 2}
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"priority": 101}, "priority must be between -100 and 100"),
+        ({"priority": -101}, "priority must be between"),
+        ({"priority": True}, "priority must be an int"),
+        ({"priority": 1.5}, "priority must be an int"),
+        ({"delay": -1}, "delay must be >= 0 seconds"),
+        ({"delay": "5"}, "delay must be a number of seconds"),
+        ({"run_after": datetime.datetime(2030, 1, 1)}, "run_after must be timezone-aware"),
+        ({"run_after": "tomorrow"}, "run_after must be a datetime"),
+        (
+            {"delay": 1, "run_after": datetime.datetime(2030, 1, 1, tzinfo=UTC)},
+            "delay and run_after exclude each other",
+        ),
+        ({"keep_result": 1}, "keep_result must be a bool"),
+    ],
+)
+def test_timing_options_are_checked_naming_the_option(options: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        TaskOptions(**options)
+    with pytest.raises(ConfigurationError, match=named):
+        jumpqueue.task(**options)
+
+
+def test_options_replace_a_delay_by_a_run_after_and_back() -> None:
+    later = datetime.datetime(2030, 1, 1, tzinfo=UTC)
+    delayed = jumpqueue.task(kept.fn).options(delay=5, priority=3)
+    moved = delayed.options(run_after=later)
+    assert (moved.task_options.delay, moved.task_options.run_after) == (None, later)
+    assert moved.options(delay=1).task_options.run_after is None
+    assert moved.task_options.priority == 3
+
+
+def test_result_in_memory_keeps_a_json_outcome_and_its_times() -> None:
+    handle = kept.defer(3)
+    assert handle.result(timeout=10) == {"x": 3, "pair": (3, 3)}
+    outcome = jumpqueue.result(handle.id)
+    assert outcome is not None
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.return_value == {"x": 3, "pair": [3, 3]}  # as JSON gives it back
+    assert (outcome.name, outcome.attempts, outcome.args, outcome.errors) == (
+        kept.name,
+        1,
+        (3,),
+        (),
+    )
+    assert outcome.enqueued_at is not None
+    assert outcome.enqueued_at.tzinfo is UTC
+    assert outcome.enqueued_at <= outcome.started_at <= outcome.finished_at  # type: ignore[operator]
+    assert outcome.last_attempted_at == outcome.started_at
+    assert len(outcome.worker_ids) == 1
+    assert outcome.worker_ids[0].endswith(f":{os.getpid()}")
+    assert jumpqueue.result("no-such-call") is None
+
+
+def test_a_kept_result_json_cannot_hold_fails_the_call_naming_its_type() -> None:
+    handle = not_json.options(retries=2).defer()
+    with pytest.raises(jumpqueue.ResultNotPortableError, match="holds a set") as caught:
+        handle.result(timeout=10)
+    assert caught.value.type_name == "set"
+    outcome = jumpqueue.result(handle.id)
+    assert outcome is not None
+    assert outcome.status is Status.FAILED
+    assert outcome.attempts == 1  # no retry returns anything else
+    assert [f.exception_class_path for f in outcome.errors] == [
+        "jumpqueue._exceptions.ResultNotPortableError"
+    ]
+    assert "ResultNotPortableError" in outcome.errors[0].traceback
+
+
+def _whoami() -> tuple[str | None, int | None]:
+    return jumpqueue.current_call_id(), jumpqueue.current_attempt()
+
+
+async def _whoami_async() -> tuple[str | None, int | None]:
+    return jumpqueue.current_call_id(), jumpqueue.current_attempt()
+
+
+_flaky_runs: list[tuple[str | None, int | None]] = []
+
+
+def _flaky() -> None:
+    _flaky_runs.append(_whoami())
+    if len(_flaky_runs) == 1:
+        raise RuntimeError("first attempt fails")
+
+
+def test_current_call_id_and_attempt_inside_a_call_only(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime()
+    assert _whoami() == (None, None)
+    for fn in (_whoami, _whoami_async):
+        handle = runtime.defer(fn)
+        assert handle.result(timeout=10) == (handle.id, 1)
+    flaky = jumpqueue.task(_flaky).options(retries=1, retry_backoff=0.01)
+    handle = runtime.defer(flaky)
+    handle.result(timeout=10)
+    assert _flaky_runs == [(handle.id, 1), (handle.id, 2)]
+    outcome = runtime.result(handle.id)
+    assert outcome is None  # its task does not keep its result: forgotten once final
