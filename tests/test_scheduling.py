@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime
 import os
+import threading
 from typing import Any
 
 import pytest
 
 import jumpqueue
+import jumpqueue.testing
 from jumpqueue import ConfigurationError, Status, TaskOptions
 
 from .conftest import RuntimeFactory
@@ -126,3 +128,38 @@ def test_current_call_id_and_attempt_inside_a_call_only(make_runtime: RuntimeFac
     assert _flaky_runs == [(handle.id, 1), (handle.id, 2)]
     outcome = runtime.result(handle.id)
     assert outcome is None  # its task does not keep its result: forgotten once final
+
+
+def test_a_delayed_call_is_scheduled_then_runs_when_due(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime()
+    ran = threading.Event()
+    handle = runtime.defer(jumpqueue.task(ran.set).options(delay=0.2))
+    assert handle.status.value == "scheduled"
+    stats = runtime.stats()
+    assert (stats.scheduled, stats.pending, stats.in_flight) == (1, 0, 1)
+    assert ran.wait(10)
+    assert handle.wait(10)
+    assert handle.status is Status.SUCCEEDED
+    assert runtime.stats().scheduled == 0
+    past = datetime.datetime.now(UTC) - datetime.timedelta(seconds=1)
+    at_once = runtime.defer(jumpqueue.task(_whoami).options(run_after=past))
+    assert at_once.result(timeout=10) == (at_once.id, 1)
+
+
+def test_a_scheduled_call_counts_in_the_bound_and_is_abandoned_at_shutdown(
+    make_runtime: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = make_runtime(max_pending=1, on_overload="reject")
+    later = runtime.defer(jumpqueue.task(_whoami).options(delay=3600))
+    with pytest.raises(jumpqueue.OverloadedError):
+        runtime.defer(_whoami)
+    runtime.shutdown(timeout=5)  # not waited for: it is due in an hour
+    assert later.status is Status.ABANDONED
+    assert runtime.stats().abandoned == 1
+    assert later.id in caplog.text
+
+
+def test_testing_immediate_runs_a_delayed_call_at_once() -> None:
+    with jumpqueue.testing.immediate():
+        handle = jumpqueue.task(_whoami).options(delay=3600).defer()
+    assert handle.status is Status.SUCCEEDED
