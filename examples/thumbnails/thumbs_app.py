@@ -10,6 +10,7 @@ from jumpqueue.contrib.litestar import JumpQueuePlugin
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import FromPath
 from PIL import Image
 
 MEDIA = Path(os.environ.get("THUMBS_MEDIA", "media"))
@@ -32,7 +33,7 @@ def _paths(name: str) -> tuple[Path, Path]:
 
 
 @post("/images/{name:str}", status_code=202)
-async def upload(name: str, request: Request[object, object, State]) -> str:
+async def upload(name: FromPath[str], request: Request[object, object, State]) -> str:
     """Store the upload; its thumbnail is made once the response is sent."""
     original, thumbnail = _paths(name)
     original.write_bytes(await request.body())
@@ -41,7 +42,7 @@ async def upload(name: str, request: Request[object, object, State]) -> str:
 
 
 @get("/thumbnails/{name:str}")
-async def thumbnail(name: str) -> Response[bytes]:
+async def thumbnail(name: FromPath[str]) -> Response[bytes]:
     """The thumbnail, once it is made."""
     path = _paths(name)[1]
     if not path.exists():
