@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import pkgutil
 import re
 from pathlib import Path
 from types import ModuleType
@@ -42,6 +43,22 @@ def test_docs_options_page_lists_every_config_field_with_its_variable_and_meanin
     assert '| `on_overload` | `JUMPQUEUE_ON_OVERLOAD` | `"wait"` |' in rendered
 
 
+def test_docs_reference_documents_every_public_module() -> None:
+    # The command line has a page of its own; the demo and the executors are not an API.
+    internal = ("jumpqueue.cli", "jumpqueue.demo", "jumpqueue.executors")
+    public = [
+        module.name
+        for module in pkgutil.walk_packages(jumpqueue.__path__, "jumpqueue.")
+        if not any(part.startswith("_") for part in module.name.split("."))
+        and not module.name.startswith(internal)
+        and module.name != "jumpqueue.contrib"  # a namespace for the modules below it
+    ]
+    reference = (ROOT / "docs" / "reference" / "integration.md").read_text()
+    documented = re.findall(r"^::: (\S+)$", reference, re.MULTILINE)
+    assert sorted(documented) == sorted(public)
+    assert "::: jumpqueue\n" in (ROOT / "docs" / "reference" / "api.md").read_text()
+
+
 def test_docs_no_hand_written_copy_of_the_options_table_remains() -> None:
     # A table row that starts with an option's name is a copy of the generated table.
     row = re.compile(r"^\|\s*`(\w+)`\s*\|", re.MULTILINE)
@@ -72,6 +89,11 @@ def test_docs_readme_links_into_docs_become_the_sites_links() -> None:
     rendered = readme_hook.on_page_markdown(page, page=_Page("guides/page.md"))
     assert "](../migration.md#from-the-local-pool-to-rq-or-celery)" in rendered
     assert "](docs/" not in rendered
+    measured = readme_hook.on_page_markdown(
+        '--8<-- "README.md:measured"', page=_Page("measured.md")
+    )
+    assert "](img/overload-policies.png)" in measured
+    assert "](how-it-works/overload.md)" in measured
     assert readme_hook.demoted("# A\n```sh\n# a comment\n```\n## B") == (
         "## A\n```sh\n# a comment\n```\n### B\n"
     )
