@@ -22,30 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
+from .backends.conftest import REDIS_URL, free_port, require
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 BIN = Path(sys.executable).parent
-REDIS_URL = "redis://127.0.0.1:6379/15"
 #: How long a server or a worker may take to start, and a deferred call to show its effect.
 START_LIMIT = 15.0
 EFFECT_LIMIT = 15.0
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def require(port: int, name: str) -> None:
-    """Skip the test if the service on `port` is unreachable; under CI=true, fail it."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError as error:
-        message = f"{name} is not reachable on 127.0.0.1:{port} ({error})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @contextlib.contextmanager
