@@ -11,6 +11,7 @@ from typing import Any
 from jumpqueue.cli import main
 
 MARKER = "<!-- cli-help -->"
+_BLOCK = re.compile(r"<!-- cli-help -->.*?<!-- /cli-help -->", re.DOTALL)
 PAGE = "reference/cli.md"
 
 
@@ -18,8 +19,8 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     """Replace the marker on the command-line page with each command's help."""
     if page.file.src_uri != PAGE:
         return markdown
-    if MARKER not in markdown:
-        raise ValueError(f"{PAGE} lost its {MARKER} marker")
+    if not _BLOCK.search(markdown):
+        raise ValueError(f"{PAGE} lost its {MARKER} ... <!-- /cli-help --> markers")
     overview = help_text([])
     commands = re.search(r"\{([\w,-]+)\}", overview)
     if commands is None:
@@ -29,7 +30,7 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
         f"## `jumpqueue {command}`\n\n```text\n{help_text([command])}```"
         for command in commands[1].split(",")
     ]
-    return markdown.replace(MARKER, "\n\n".join(sections))
+    return _BLOCK.sub(lambda _: "\n\n".join(sections), markdown)
 
 
 def help_text(command: list[str]) -> str:

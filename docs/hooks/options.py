@@ -1,7 +1,8 @@
 """MkDocs hook: the options page, generated from `jumpqueue.Config`: fields, docstring, checks.
 
-`reference/options.md` holds the marker `<!-- options-table -->`; this hook puts
-there one row per `Config` field: its `JUMPQUEUE_<NAME>` variable, its default,
+`reference/options.md` holds the markers `<!-- options-table -->` and
+`<!-- /options-table -->`, around a note for readers of the bare file; this
+hook puts there one row per `Config` field: its `JUMPQUEUE_<NAME>` variable, its default,
 the values `Config` accepts (found by asking `Config` itself) and the field's
 `Args:` entry in the `Config` docstring. A field without an entry fails the build.
 """
@@ -21,6 +22,7 @@ from jumpqueue import _choices
 from jumpqueue._config import ENV_PREFIX
 
 MARKER = "<!-- options-table -->"
+_BLOCK = re.compile(r"<!-- options-table -->.*?<!-- /options-table -->", re.DOTALL)
 PAGE = "reference/options.md"
 #: How far the search for an int's or a float's bounds looks.
 _FAR = 2**40
@@ -31,9 +33,9 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     """Replace the marker on the options page with the generated table."""
     if page.file.src_uri != PAGE:
         return markdown
-    if MARKER not in markdown:
-        raise ValueError(f"{PAGE} lost its {MARKER} marker")
-    return markdown.replace(MARKER, options_table())
+    if not _BLOCK.search(markdown):
+        raise ValueError(f"{PAGE} lost its {MARKER} ... <!-- /options-table --> markers")
+    return _BLOCK.sub(lambda _: options_table(), markdown)
 
 
 def options_table() -> str:
