@@ -88,6 +88,7 @@ def test_docs_readme_links_into_docs_become_the_sites_links() -> None:
     page = '--8<-- "README.md:comparison"\n'
     rendered = readme_hook.on_page_markdown(page, page=_Page("guides/page.md"))
     assert "](../migration.md#from-the-local-pool-to-rq-or-celery)" in rendered
+    assert "](../measured.md)" in rendered  # the README's own #measured section
     assert "](docs/" not in rendered
     measured = readme_hook.on_page_markdown(
         '--8<-- "README.md:measured"', page=_Page("measured.md")

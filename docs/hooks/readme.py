@@ -5,7 +5,9 @@ between `<!-- --8<-- [start:NAME] -->` and `<!-- --8<-- [end:NAME] -->` (the
 markers of pymdownx.snippets). Links and images in README.md point into
 `docs/` (`docs/img/plot.png`, `docs/servers.md`) so that they work on the
 repository's front page; on the site they are made relative to the quoting
-page, so the same section builds, and is link-checked, in both places.
+page, so the same section builds, and is link-checked, in both places. A
+link to a README section that the site has as a page of its own
+(`#measured`) goes to that page.
 
 A line `--8<-- "examples/NAME/README.md"` is replaced by that README with its
 headings one level down, so that one page can hold them all.
@@ -22,6 +24,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 _QUOTE = re.compile(r'^--8<-- "README\.md:(\w+)"$', re.MULTILINE)
 _EXAMPLE = re.compile(r'^--8<-- "(examples/\w+/README\.md)"$', re.MULTILINE)
 _DOCS_LINK = re.compile(r"(\]\(|src=\")docs/([^)\"\s]+)")
+#: README sections that are pages of the site.
+_SECTION_PAGES = {"#measured": "measured.md"}
 
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
@@ -30,6 +34,8 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
 
     def quote(match: re.Match[str]) -> str:
         text = readme_section(match[1])
+        for anchor, target in _SECTION_PAGES.items():
+            text = text.replace(f"]({anchor})", f"](docs/{target})")
         return _DOCS_LINK.sub(
             lambda link: link[1] + posixpath.relpath(link[2], page_dir or "."), text
         )
