@@ -233,3 +233,6 @@ def test_priorities_order_the_calls_waiting_for_a_child_process(
     process_tasks.write_file(release, "go")
     times = [handle.result(timeout=30) for handle in handles]
     assert sorted(range(len(times)), key=times.__getitem__) == STARTED_IN
+    # The child knows which call it runs.
+    who = runtime.defer(jumpqueue.task(executor="process")(jumpqueue.current_call_id))
+    assert who.result(timeout=30) == who.id
