@@ -51,6 +51,13 @@ class Dispatcher:
         self.backend: Executor | None = None
         self.retry_later: RetryLater = self._scheduler.call_later
         self.journal: Journal | None = None
+        #: Called when the first executor is made: the runtime begins to serve here.
+        self.serving: Callable[[], None] | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The runtime's timer thread (timeouts, retries, periodic work)."""
+        return self._scheduler
 
     def open_backend(self, backend: Executor | None) -> None:
         """Hand every call's first attempt to this hand-off executor (None: keep them here)."""
@@ -84,6 +91,8 @@ class Dispatcher:
                 if executor is None:
                     executor = EXECUTORS[name](self._config, self)
                     self._made[name] = executor
+                    if self.serving is not None:
+                        self.serving()
         return executor
 
     def executor_unless_reentered(self, name: ExecutorName) -> Executor | None:

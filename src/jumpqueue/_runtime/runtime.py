@@ -44,6 +44,7 @@ from .dispatch import Dispatcher
 from .handoff import HandOffOutcomes
 from .journaling import JournalLink
 from .ledger import HandOffCounts, Ledger
+from .reporting import StatusReporter
 from .requests import HeldCalls
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ class Runtime:
         dispatcher.open_backend(backend)
         if backend is not None:
             ledger.counters.backends[backend.name] = HandOffCounts()
+        self._reporter = StatusReporter(config.status_dir, self.stats, dispatcher.scheduler)
+        if config.status_dir is not None:
+            dispatcher.serving = self._reporter.start
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "closing" if self.closed else "open"
@@ -330,6 +334,16 @@ class Runtime:
                 },
             )
 
+    def status_snapshot(self) -> dict[str, Any]:
+        """This runtime in this process as plain data, for the status page and the collector.
+
+        Reporting begins with the first call: per-task counters and histograms
+        count from then on, and with `status_dir` set, the snapshot is written
+        there once a second.
+        """
+        self._reporter.start()
+        return self._reporter.snapshot()
+
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop admitting, drain for up to `timeout` seconds, then abandon the rest.
 
@@ -353,6 +367,7 @@ class Runtime:
             self._stopped.wait(timeout)
             return
         _log_leftovers(leftovers, timeout)
+        self._reporter.close()
         self._dispatcher.close()
         journal = self._journaling.journal
         if journal is not None:

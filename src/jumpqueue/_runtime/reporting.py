@@ -1,0 +1,197 @@
+"""The runtime's status report: its snapshot, written once a second for the other workers to read.
+
+Off until asked: a `StatusReporter` does nothing until `start()` (the status
+page or the Prometheus collector read it, or, with `status_dir` set, the
+runtime makes its first executor). Then, with `status_dir`, it writes the
+snapshot to `worker-<pid>.json` there from the runtime's timer thread, and
+folds the files of workers that died long ago into `exited.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import _snapshots
+from .._metrics import Histogram
+from .._ratelimit import RateLimitedLog
+from .._scheduler import Scheduler
+from .._stats import Stats
+
+if TYPE_CHECKING:
+    from .._journal.owner import Owner
+
+logger = logging.getLogger("jumpqueue")
+
+#: Seconds between two snapshots written.
+INTERVAL = 1.0
+#: A live worker whose snapshot is older than this is shown as unresponsive.
+STALE_AFTER = 5.0
+#: Seconds a dead worker is shown before its counters are folded into `exited.json`.
+FORGET_AFTER = 300.0
+#: Snapshots written between two looks for dead workers' files.
+FOLD_EVERY = 10
+#: `Stats` fields that are gauges (what is now), not counters (what happened).
+GAUGES = ("held", "pending", "running", "workers", "stuck_threads", "journal_degraded")
+
+
+class TaskMetrics:
+    """Per task: calls by outcome, and histograms of run time and of wait before start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes: dict[str, dict[str, int]] = {}
+        self._run: dict[str, Histogram] = {}
+        self._wait: dict[str, Histogram] = {}
+        self.slow = 0
+
+    def outcome(self, task: str, outcome: str) -> None:
+        """Count a call of `task` that ended in `outcome`."""
+        with self._lock:
+            counts = self._outcomes.setdefault(task, {})
+            counts[outcome] = counts.get(outcome, 0) + 1
+
+    def ran(self, task: str, seconds: float) -> None:
+        """Count an attempt of `task` that ran for `seconds`."""
+        with self._lock:
+            self._run.setdefault(task, Histogram()).observe(seconds)
+
+    def waited(self, task: str, seconds: float) -> None:
+        """Count an attempt of `task` that waited `seconds` for a worker before it started."""
+        with self._lock:
+            self._wait.setdefault(task, Histogram()).observe(seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Per task name: `outcomes`, `run` and `wait` (histograms as plain data)."""
+        with self._lock:
+            tasks: dict[str, Any] = {}
+            for name, counts in self._outcomes.items():
+                tasks.setdefault(name, {})["outcomes"] = dict(counts)
+            for key, histograms in (("run", self._run), ("wait", self._wait)):
+                for name, histogram in histograms.items():
+                    tasks.setdefault(name, {})[key] = histogram.as_dict()
+            return tasks
+
+
+class StatusReporter:
+    """The snapshot of one runtime in one process, and its file in `status_dir`."""
+
+    def __init__(
+        self, directory: str | None, stats: Callable[[], Stats], scheduler: Scheduler
+    ) -> None:
+        self.directory = directory
+        self._stats = stats
+        self._scheduler = scheduler
+        self._lock = threading.Lock()
+        self._started: float | None = None
+        self._closed = False
+        self._ticks = 0
+        self._max_in_flight = 0
+        self._owner: Owner | None = None
+        self._failures = RateLimitedLog(logger, interval=60.0)
+        self.tasks = TaskMetrics()
+
+    @property
+    def started(self) -> bool:
+        """True once reporting has begun in this process."""
+        return self._started is not None
+
+    def start(self) -> None:
+        """Begin reporting (idempotent); with a directory, write the first snapshot soon."""
+        with self._lock:
+            if self._started is not None or self._closed:
+                return
+            self._started = time.time()
+            self._owner = _this_process()
+        if self.directory is not None:
+            self._scheduler.call_later(0.0, self._tick)
+
+    def snapshot(self) -> dict[str, Any]:
+        """This runtime now: counters (stats, per task) and gauges, as plain data."""
+        stats = self._stats()
+        counters = stats.as_dict()
+        gauges: dict[str, Any] = {name: counters.pop(name) for name in GAUGES}
+        self._max_in_flight = max(self._max_in_flight, stats.in_flight)
+        gauges["max_in_flight"] = self._max_in_flight
+        counters["tasks"] = self.tasks.as_dict()
+        counters["slow"] = self.tasks.slow
+        owner = self._owner or _this_process()
+        return {
+            "version": _snapshots.VERSION,
+            "pid": owner.pid,
+            "owner": str(owner),
+            "started": self._started or time.time(),
+            "written": time.time(),
+            "interval": INTERVAL,
+            "counters": counters,
+            "gauges": gauges,
+        }
+
+    def _tick(self) -> None:
+        directory = self.directory
+        if directory is None or self._closed:
+            return
+        try:
+            _snapshots.prepare(directory)
+            _snapshots.write(_snapshots.path_for(directory, os.getpid()), self.snapshot())
+            self._ticks += 1
+            if self._ticks % FOLD_EVERY == 1:
+                self._fold_forgotten(directory)
+        except OSError as error:
+            self._failures.warning(
+                "jumpqueue: cannot write the status snapshot in %s: %s", directory, error
+            )
+        self._scheduler.call_later(INTERVAL, self._tick)
+
+    def _fold_forgotten(self, directory: str) -> None:
+        now = time.time()
+        for path, snapshot in _snapshots.workers(directory):
+            if worker_state(snapshot, now) == "dead" and now - written(snapshot) > FORGET_AFTER:
+                _snapshots.fold(directory, path, snapshot)
+
+    def close(self) -> None:
+        """The runtime shut down: its counters join those of the workers gone, its file goes."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            started = self._started is not None
+        directory = self.directory
+        if not started or directory is None:
+            return
+        path = _snapshots.path_for(directory, os.getpid())
+        try:
+            _snapshots.write(path, self.snapshot())
+            _snapshots.fold(directory, path, _snapshots.read(path) or {})
+        except OSError as error:
+            logger.warning("jumpqueue: cannot fold the status snapshot in %s: %s", directory, error)
+
+
+def _this_process() -> Owner:
+    # Imported here: the journal's package brings its SQLite library along.
+    from .._journal.owner import current_owner  # noqa: PLC0415
+
+    return current_owner()
+
+
+def written(snapshot: dict[str, Any]) -> float:
+    """When the snapshot was written (wall clock), 0.0 if it does not say."""
+    value = snapshot.get("written")
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def worker_state(snapshot: dict[str, Any], now: float) -> str:
+    """The worker's state: alive, unresponsive (its snapshot is stale), or dead."""
+    from .._journal.owner import Owner, is_alive  # noqa: PLC0415 -- as in `start()`
+
+    owner = Owner.parse(snapshot.get("owner"))
+    alive = is_alive(owner) if owner is not None else None
+    if alive is False:
+        return "dead"
+    interval = snapshot.get("interval")
+    stale = max(STALE_AFTER, 5 * interval if isinstance(interval, (int, float)) else 0.0)
+    return "unresponsive" if now - written(snapshot) > stale else "alive"
