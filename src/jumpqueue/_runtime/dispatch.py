@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _observe
 from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
 from .._exceptions import TaskExitError, TaskTimeoutError
@@ -146,8 +147,12 @@ class Dispatcher:
     ) -> None:
         if deadline is None or time.monotonic() <= deadline:
             self.attempt_finished(attempt, result, error)
-        elif self._ledger.claim(attempt):
-            self._failed(attempt, self._timeout_error(attempt.deferred), Status.TIMED_OUT)
+            return
+        timeout_error = self._timeout_error(attempt.deferred)
+        if attempt.observed is not None:
+            _observe_end(attempt, "timed_out", timeout_error)
+        if self._ledger.claim(attempt):
+            self._failed(attempt, timeout_error, Status.TIMED_OUT)
 
     def close(self) -> None:
         """Stop the timers, the backend and every executor (the ledger has settled every call)."""
@@ -171,9 +176,14 @@ class Dispatcher:
     def _begin(self, attempt: Attempt) -> bool:
         if not self._ledger.begin(attempt):
             return False
-        record = attempt.deferred._record
+        deferred = attempt.deferred
+        record = deferred._record
         if record is not None and self.journal is not None:
             self.journal.started(record)
+        if _observe.observers:
+            attempt.observed = _observe.attempt_started(
+                deferred._observed_call(), attempt.number, deferred.context
+            )
         return True
 
     def _timeout(self, deferred: Deferred[Any]) -> float | None:
@@ -185,6 +195,8 @@ class Dispatcher:
         """An attempt ended, however it ended; ignored if its outcome was decided already."""
         if attempt.timer is not None:
             attempt.timer.cancel()
+        if attempt.observed is not None:  # told before a waiter on the handle wakes
+            _observe_end(attempt, _outcome(error), error)
         if error is None:
             decided = self._ledger.succeed(attempt, result)
         else:
@@ -208,7 +220,10 @@ class Dispatcher:
             return
         deferred = attempt.deferred
         self.executor(deferred.executor).expire(attempt)
-        self._failed(attempt, self._timeout_error(deferred), Status.TIMED_OUT)
+        error = self._timeout_error(deferred)
+        if attempt.observed is not None:
+            _observe_end(attempt, "timed_out", error)
+        self._failed(attempt, error, Status.TIMED_OUT)
 
     def _timeout_error(self, deferred: Deferred[Any]) -> TaskTimeoutError:
         timeout = self._timeout(deferred)
@@ -247,6 +262,23 @@ class Dispatcher:
             # Whoever waits on the handle must not be ended by the call's own exit.
             error = _exit_error(deferred, error)
         self._ledger.settle(deferred, status, None, error)
+
+
+def _outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "succeeded"
+    # Cancelled by its event loop closing, not by a timeout (which tells its own end).
+    return "abandoned" if isinstance(error, asyncio.CancelledError) else "failed"
+
+
+def _observe_end(attempt: Attempt, outcome: str, error: BaseException | None) -> None:
+    # Whoever takes the attempt's observers first tells them: the attempt's end, or its timeout.
+    started = _observe.take_started(attempt)
+    if started:
+        deferred = attempt.deferred
+        _observe.attempt_finished(
+            started, deferred._observed_call(), attempt.number, outcome, error
+        )
 
 
 def _exit_error(deferred: Deferred[Any], error: BaseException) -> TaskExitError:

@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+from .. import _observe
 from .._codec import check_portable
 from .._config import Config, check_seconds, shown
 from .._deferred import Deferred, Status
@@ -203,6 +204,14 @@ class Runtime:
             self._place(verdict, deferred, holder, executor, journal)
         return deferred
 
+    def _observe_deferred(self, deferred: Deferred[Any]) -> None:
+        # In the caller's context: a producer span is the current request's child.
+        backend = self._dispatcher.backend
+        destination = (
+            deferred.executor if backend is None else getattr(backend, "destination", backend.name)
+        )
+        deferred._observed = _observe.deferred(deferred.id, deferred.name, destination)
+
     def _place(
         self,
         verdict: Verdict,
@@ -266,6 +275,8 @@ class Runtime:
         # Where the call's first attempt goes, once it has checked the call; None when a
         # signal handler's call must not wait for the executor being made under it.
         dispatcher = self._dispatcher
+        if _observe.observers and deferred._observed is None:
+            self._observe_deferred(deferred)
         name = deferred.executor
         executor = dispatcher.executors.get(name) or dispatcher.executor_unless_reentered(name)
         if executor is None:
