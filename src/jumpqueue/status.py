@@ -30,6 +30,7 @@ from typing import Any
 from . import _status
 from ._default import get_runtime
 from ._runtime import Runtime
+from ._web.responses import Message, Receive, Send
 
 __all__ = ["StatusPage"]
 
@@ -100,9 +101,7 @@ class StatusPage:
             self._html = importlib.resources.files(_status).joinpath("page.html").read_bytes()
         return self._html
 
-    async def asgi(
-        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
-    ) -> None:
+    async def asgi(self, scope: Message, receive: Receive, send: Send) -> None:
         """The page as an ASGI application (HTTP only; other scopes are ignored)."""
         del receive  # the request's body, if any, means nothing here
         if scope["type"] != "http":

@@ -9,6 +9,7 @@ folds the files of workers that died long ago into `exited.json`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import _snapshots
+from .. import _observe, _snapshots
 from .._metrics import Histogram
 from .._ratelimit import RateLimitedLog
 from .._scheduler import Scheduler
@@ -39,31 +40,60 @@ FOLD_EVERY = 10
 GAUGES = ("held", "pending", "running", "workers", "stuck_threads", "journal_degraded")
 
 
-class TaskMetrics:
-    """Per task: calls by outcome, and histograms of run time and of wait before start."""
+class TaskMetrics(_observe.CallObserver):
+    """Per task: calls by outcome, and histograms of run time and of wait before start.
+
+    An observer of every call deferred while it is registered: the wait
+    before start runs from `defer()` to the first attempt's start.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._outcomes: dict[str, dict[str, int]] = {}
         self._run: dict[str, Histogram] = {}
         self._wait: dict[str, Histogram] = {}
+        # When each call not yet started was deferred, by id (dict operations are atomic).
+        self._deferred_at: dict[str, float] = {}
         self.slow = 0
 
-    def outcome(self, task: str, outcome: str) -> None:
-        """Count a call of `task` that ended in `outcome`."""
-        with self._lock:
-            counts = self._outcomes.setdefault(task, {})
-            counts[outcome] = counts.get(outcome, 0) + 1
+    def deferred(self, call: _observe.ObservedCall) -> None:
+        """Note when the call was deferred."""
+        self._deferred_at[call.id] = time.monotonic()
 
-    def ran(self, task: str, seconds: float) -> None:
-        """Count an attempt of `task` that ran for `seconds`."""
-        with self._lock:
-            self._run.setdefault(task, Histogram()).observe(seconds)
+    def attempt_started(self, call: _observe.ObservedCall, attempt: int) -> float:
+        """Count the first attempt's wait; the start time is the attempt's token."""
+        del attempt  # a retry has no wait of its own: its backoff is not one
+        now = time.monotonic()
+        since = self._deferred_at.pop(call.id, None)
+        if since is not None:
+            with self._lock:
+                self._wait.setdefault(call.name, Histogram()).observe(now - since)
+        return now
 
-    def waited(self, task: str, seconds: float) -> None:
-        """Count an attempt of `task` that waited `seconds` for a worker before it started."""
+    def attempt_finished(
+        self,
+        call: _observe.ObservedCall,
+        attempt: int,
+        outcome: str,
+        error: BaseException | None,
+        token: object,
+    ) -> None:
+        """Count the attempt's run time."""
+        del attempt, outcome, error  # the call's outcome is counted once, when it settles
+        if isinstance(token, float):
+            seconds = time.monotonic() - token
+            with self._lock:
+                self._run.setdefault(call.name, Histogram()).observe(seconds)
+
+    def settled(
+        self, call: _observe.ObservedCall, status: str, error: BaseException | None
+    ) -> None:
+        """Count the call's outcome."""
+        del error
+        self._deferred_at.pop(call.id, None)
         with self._lock:
-            self._wait.setdefault(task, Histogram()).observe(seconds)
+            counts = self._outcomes.setdefault(call.name, {})
+            counts[status] = counts.get(status, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
         """Per task name: `outcomes`, `run` and `wait` (histograms as plain data)."""
@@ -107,6 +137,7 @@ class StatusReporter:
                 return
             self._started = time.time()
             self._owner = _this_process()
+        _observe.add_observer(self.tasks)
         if self.directory is not None:
             self._scheduler.call_later(0.0, self._tick)
 
@@ -160,6 +191,7 @@ class StatusReporter:
                 return
             self._closed = True
             started = self._started is not None
+        self.detach()
         directory = self.directory
         if not started or directory is None:
             return
@@ -169,6 +201,11 @@ class StatusReporter:
             _snapshots.fold(directory, path, _snapshots.read(path) or {})
         except OSError as error:
             logger.warning("jumpqueue: cannot fold the status snapshot in %s: %s", directory, error)
+
+    def detach(self) -> None:
+        """Stop observing calls (at shutdown, and in a forked child, which reports anew)."""
+        with contextlib.suppress(ValueError):  # never started, or detached already
+            _observe.remove_observer(self.tasks)
 
 
 def _this_process() -> Owner:

@@ -420,6 +420,7 @@ class Runtime:
 
     def _after_fork_in_child(self) -> None:
         # Threads do not survive fork: the child starts over with the same configuration.
+        self._reporter.detach()
         if not self.closed:
             self._build()
 

@@ -10,10 +10,22 @@ from `defer()` becomes `503 Service Unavailable` with `Retry-After` there.
 `defer()` works anywhere in the request: endpoints, sync endpoints run in the
 thread pool, and dependencies (with `yield` too), since they all run in a copy
 of the request's context.
+
+The status page (see `jumpqueue.status`) is one route:
+
+    app = Starlette(routes=[..., status_route()])  # FastAPI: app.routes.append(status_route())
 """
 
 from __future__ import annotations
 
-from jumpqueue.asgi import HttpCounters, JumpQueueMiddleware
+from starlette.routing import Mount
 
-__all__ = ["HttpCounters", "JumpQueueMiddleware"]
+from jumpqueue.asgi import HttpCounters, JumpQueueMiddleware
+from jumpqueue.status import StatusPage
+
+__all__ = ["HttpCounters", "JumpQueueMiddleware", "status_route"]
+
+
+def status_route(path: str = "/jumpqueue/status", *, token: str | None = None) -> Mount:
+    """The status page mounted at `path` (loopback clients only, unless a `token` is given)."""
+    return Mount(path, app=StatusPage(token=token).asgi)
