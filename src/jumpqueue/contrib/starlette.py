@@ -18,7 +18,9 @@ The status page (see `jumpqueue.status`) is one route:
 
 from __future__ import annotations
 
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from jumpqueue.asgi import HttpCounters, JumpQueueMiddleware
 from jumpqueue.status import StatusPage
@@ -26,6 +28,16 @@ from jumpqueue.status import StatusPage
 __all__ = ["HttpCounters", "JumpQueueMiddleware", "status_route"]
 
 
-def status_route(path: str = "/jumpqueue/status", *, token: str | None = None) -> Mount:
-    """The status page mounted at `path` (loopback clients only, unless a `token` is given)."""
-    return Mount(path, app=StatusPage(token=token).asgi)
+def status_route(path: str = "/jumpqueue/status", *, token: str | None = None) -> Route:
+    """The status page as a route at `path` (loopback clients only, unless a `token` is given)."""
+    page = StatusPage(token=token)
+
+    def jumpqueue_status(request: Request) -> Response:
+        status, headers, body = page.respond(
+            request.client.host if request.client is not None else None,
+            request.headers.get("authorization"),
+            request.url.query,
+        )
+        return Response(body, status, headers=dict(headers))
+
+    return Route(path, jumpqueue_status)
