@@ -1,10 +1,12 @@
 """The runtime's status report: its snapshot, written once a second for the other workers to read.
 
-Off until asked: a `StatusReporter` does nothing until `start()` (the status
-page or the Prometheus collector read it, or, with `status_dir` set, the
-runtime makes its first executor). Then, with `status_dir`, it writes the
-snapshot to `worker-<pid>.json` there from the runtime's timer thread, and
-folds the files of workers that died long ago into `exited.json`.
+Off until asked: without `status_dir`, a `StatusReporter` does nothing until
+the status page or the Prometheus collector first reads it (`start()`). With
+`status_dir`, it observes calls from the start, and once the runtime makes its
+first executor (a server worker serves; a master process that only imported
+the application does not), it writes the snapshot to `worker-<pid>.json` there
+once a second from the runtime's timer thread, and folds the files of workers
+that died long ago into `exited.json`.
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ class StatusReporter:
         self._owner: Owner | None = None
         self._failures = RateLimitedLog(logger, interval=60.0)
         self.tasks = TaskMetrics()
+        if directory is not None:  # every call counts by task, from the first one
+            _observe.add_observer(self.tasks)
 
     @property
     def started(self) -> bool:
