@@ -106,6 +106,7 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "executors/test_process_gunicorn.py": ("server", "process"),
     "journal/test_journal_gunicorn.py": ("server", "process"),
     "web/test_user_suite.py": ("process",),
+    "web/test_status_page.py": ("server", "process"),  # gunicorn, and headless chromium
     "test_recipes.py": ("process",),  # each example's suite runs in a subprocess
 }
 # Single tests in modules that are otherwise quick and self-contained.
