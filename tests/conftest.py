@@ -133,6 +133,11 @@ MARK_BY_TEST: dict[str, dict[str, str]] = {
         "test_shutdown_at_interpreter_exit_drains": "process",
         "test_shutdown_in_a_forked_child_starts_over": "process",
     },
+    "web/test_contrib_opentelemetry.py": {
+        "test_opentelemetry_real_server_process_spans_never_hang_under_the_ended_server_span": (
+            "server"
+        ),
+    },
     "backends/test_handoff.py": {
         "test_handoff_backend_urls_import_their_engine_only_when_opened": "process",
     },

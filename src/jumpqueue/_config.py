@@ -68,6 +68,10 @@ class Config:
         overload_wait: seconds the "wait" policy blocks before it rejects.
         task_timeout: default seconds a call may run, or None (or `math.inf`,
             as `JUMPQUEUE_TASK_TIMEOUT=inf` gives) for no limit.
+        slow_call_threshold: seconds after which a running call is logged once
+            as slow (logger "jumpqueue", WARNING) with its id, task, elapsed
+            time and where it is: its thread's stack, or its coroutine's (like
+            PHP-FPM's slowlog); None (the default) for no such log.
         shutdown_timeout: seconds shutdown waits for running and pending calls.
         max_stuck_threads: threads past their timeout that may linger while
             replacements serve the pool; past it the pool shrinks instead.
@@ -128,6 +132,7 @@ class Config:
     on_overload: OverloadPolicy = "wait"
     overload_wait: float = 1.0
     task_timeout: float | None = None
+    slow_call_threshold: float | None = None
     shutdown_timeout: float = 20.0
     max_stuck_threads: int = 8
     max_processes: int = 2
@@ -159,6 +164,8 @@ class Config:
             check_seconds("task_timeout", self.task_timeout, allow_zero=False)
         if self.max_queue_wait is not None:
             check_seconds("max_queue_wait", self.max_queue_wait, allow_zero=False)
+        if self.slow_call_threshold is not None:
+            check_seconds("slow_call_threshold", self.slow_call_threshold, allow_zero=False)
         check_choice("on_overload", self.on_overload, OVERLOAD_POLICIES)
         _check_int("max_processes", self.max_processes, minimum=1)
         size: object = self.memory_limit
@@ -259,6 +266,7 @@ class ConfigOptions(TypedDict, total=False):
     on_overload: OverloadPolicy
     overload_wait: float
     task_timeout: float | None
+    slow_call_threshold: float | None
     shutdown_timeout: float
     max_stuck_threads: int
     max_processes: int

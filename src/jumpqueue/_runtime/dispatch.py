@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -18,6 +19,7 @@ from .._reentry import take
 from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
+from .slowcalls import log_slow
 
 if TYPE_CHECKING:
     from .._choices import ExecutorName
@@ -171,6 +173,10 @@ class Dispatcher:
         timeout = self._timeout(attempt.deferred)
         if timeout is not None:
             attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))
+        slow = self._config.slow_call_threshold
+        if slow is not None:
+            log = functools.partial(log_slow, attempt, time.monotonic(), slow)
+            attempt.slow_timer = self._scheduler.call_later(slow, log)
         return True
 
     def _begin(self, attempt: Attempt) -> bool:
@@ -195,6 +201,8 @@ class Dispatcher:
         """An attempt ended, however it ended; ignored if its outcome was decided already."""
         if attempt.timer is not None:
             attempt.timer.cancel()
+        if attempt.slow_timer is not None:
+            attempt.slow_timer.cancel()
         if attempt.observed is not None:  # told before a waiter on the handle wakes
             _observe_end(attempt, _outcome(error), error)
         if error is None:
