@@ -128,7 +128,7 @@ def test_status_reporter_writes_its_snapshot_with_per_task_metrics_and_stops_obs
     from jumpqueue import _observe
 
     directory = tmp_path / "status"
-    runtime = make_runtime(status_dir=str(directory), max_workers=1)
+    runtime = make_runtime(status_dir=str(directory), max_workers=1, slow_call_threshold=0.005)
     path = Path(path_for(str(directory), os.getpid()))
     assert not path.exists()  # nothing is written before the runtime serves
     runtime.submit(pause, 0).result(timeout=5)  # its first executor starts the writing
@@ -149,6 +149,7 @@ def test_status_reporter_writes_its_snapshot_with_per_task_metrics_and_stops_obs
     assert task["run"]["sum"] >= 0.03
     assert task["wait"]["count"] == 4
     assert snapshot["gauges"]["max_in_flight"] >= 1
+    assert snapshot["counters"]["slow"] == 3  # the three that slept past 5 ms
     assert runtime._reporter.tasks in _observe.observers
     runtime.shutdown()
     assert runtime._reporter.tasks not in _observe.observers

@@ -46,10 +46,12 @@ class TaskMetrics(_observe.CallObserver):
     """Per task: calls by outcome, and histograms of run time and of wait before start.
 
     An observer of every call deferred while it is registered: the wait
-    before start runs from `defer()` to the first attempt's start.
+    before start runs from `defer()` to the first attempt's start. `slow`
+    counts attempts that ran past `slow_threshold` seconds (when they end).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, slow_threshold: float | None = None) -> None:
+        self._slow_threshold = slow_threshold
         self._lock = threading.Lock()
         self._outcomes: dict[str, dict[str, int]] = {}
         self._run: dict[str, Histogram] = {}
@@ -84,8 +86,11 @@ class TaskMetrics(_observe.CallObserver):
         del attempt, outcome, error  # the call's outcome is counted once, when it settles
         if isinstance(token, float):
             seconds = time.monotonic() - token
+            threshold = self._slow_threshold
             with self._lock:
                 self._run.setdefault(call.name, Histogram()).observe(seconds)
+                if threshold is not None and seconds > threshold:
+                    self.slow += 1
 
     def settled(
         self, call: _observe.ObservedCall, status: str, error: BaseException | None
@@ -113,7 +118,11 @@ class StatusReporter:
     """The snapshot of one runtime in one process, and its file in `status_dir`."""
 
     def __init__(
-        self, directory: str | None, stats: Callable[[], Stats], scheduler: Scheduler
+        self,
+        directory: str | None,
+        stats: Callable[[], Stats],
+        scheduler: Scheduler,
+        slow_threshold: float | None = None,
     ) -> None:
         self.directory = directory
         self._stats = stats
@@ -125,7 +134,7 @@ class StatusReporter:
         self._max_in_flight = 0
         self._owner: Owner | None = None
         self._failures = RateLimitedLog(logger, interval=60.0)
-        self.tasks = TaskMetrics()
+        self.tasks = TaskMetrics(slow_threshold)
         if directory is not None:  # every call counts by task, from the first one
             _observe.add_observer(self.tasks)
 

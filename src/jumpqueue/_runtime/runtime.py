@@ -112,7 +112,9 @@ class Runtime:
         dispatcher.open_backend(backend)
         if backend is not None:
             ledger.counters.backends[backend.name] = HandOffCounts()
-        self._reporter = StatusReporter(config.status_dir, self.stats, dispatcher.scheduler)
+        self._reporter = StatusReporter(
+            config.status_dir, self.stats, dispatcher.scheduler, config.slow_call_threshold
+        )
         if config.status_dir is not None:
             dispatcher.serving = self._reporter.start
 

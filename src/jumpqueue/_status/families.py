@@ -29,7 +29,11 @@ _COUNTERS = (
     ("jumpqueue_retries", "retried", "Retries scheduled."),
     ("jumpqueue_recovered", "recovered", "Calls taken up from the journal."),
     ("jumpqueue_journal_fallbacks", "journal_fallbacks", "Calls that could not be journaled."),
-    ("jumpqueue_slow_calls", "slow", "Calls that ran past the slow-call threshold."),
+    (
+        "jumpqueue_slow_calls",
+        "slow",
+        "Attempts that ran past slow_call_threshold (counted as they end).",
+    ),
 )
 #: Gauges summed over live workers, and shown per worker: (name, key in the report, help).
 _GAUGES = (
