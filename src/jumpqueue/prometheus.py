@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from . import _status
 from ._default import get_runtime
 from ._runtime import Runtime
+from ._runtime.reporting import want_status
 
 __all__ = ["JumpQueueCollector"]
 
@@ -43,6 +44,7 @@ class JumpQueueCollector(Collector):
 
     def __init__(self, runtime: Runtime | None = None) -> None:
         self._runtime = runtime
+        want_status()
 
     def collect(self) -> Iterator[Metric]:
         """The metric families of the report, made now."""

@@ -30,6 +30,7 @@ from typing import Any
 from . import _status
 from ._default import get_runtime
 from ._runtime import Runtime
+from ._runtime.reporting import want_status
 from ._web.responses import Message, Receive, Send
 
 __all__ = ["StatusPage"]
@@ -64,6 +65,7 @@ class StatusPage:
         self._token = token
         self._runtime = runtime
         self._html: bytes | None = None
+        want_status()
 
     def allowed(self, client: str | None, authorization: str | None, query: str) -> bool:
         """True if a request from that client address, with those credentials, may see the page."""

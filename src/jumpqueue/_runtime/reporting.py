@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -47,11 +48,16 @@ class TaskMetrics(_observe.CallObserver):
 
     An observer of every call deferred while it is registered: the wait
     before start runs from `defer()` to the first attempt's start. `slow`
-    counts attempts that ran past `slow_threshold` seconds (when they end).
+    counts attempts that ran past `slow_threshold` seconds (when they end);
+    `peak` is the most calls `in_flight()` said were in flight at a `defer()`.
     """
 
-    def __init__(self, slow_threshold: float | None = None) -> None:
+    def __init__(
+        self, slow_threshold: float | None = None, in_flight: Callable[[], int] | None = None
+    ) -> None:
         self._slow_threshold = slow_threshold
+        self._in_flight = in_flight
+        self.peak = 0
         self._lock = threading.Lock()
         self._outcomes: dict[str, dict[str, int]] = {}
         self._run: dict[str, Histogram] = {}
@@ -61,8 +67,11 @@ class TaskMetrics(_observe.CallObserver):
         self.slow = 0
 
     def deferred(self, call: _observe.ObservedCall) -> None:
-        """Note when the call was deferred."""
+        """Note when the call was deferred, and how many were in flight then."""
         self._deferred_at[call.id] = time.monotonic()
+        if self._in_flight is not None:
+            # Unlocked: a peak missed by a racing call is one call off, never over the bound.
+            self.peak = max(self.peak, self._in_flight())
 
     def attempt_started(self, call: _observe.ObservedCall, attempt: int) -> float:
         """Count the first attempt's wait; the start time is the attempt's token."""
@@ -123,6 +132,7 @@ class StatusReporter:
         stats: Callable[[], Stats],
         scheduler: Scheduler,
         slow_threshold: float | None = None,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.directory = directory
         self._stats = stats
@@ -131,12 +141,12 @@ class StatusReporter:
         self._started: float | None = None
         self._closed = False
         self._ticks = 0
-        self._max_in_flight = 0
         self._owner: Owner | None = None
         self._failures = RateLimitedLog(logger, interval=60.0)
-        self.tasks = TaskMetrics(slow_threshold)
-        if directory is not None:  # every call counts by task, from the first one
+        self.tasks = TaskMetrics(slow_threshold, in_flight)
+        if directory is not None or _wanted:  # every call counts by task, from the first one
             _observe.add_observer(self.tasks)
+        _reporters.add(self)
 
     @property
     def started(self) -> bool:
@@ -159,8 +169,7 @@ class StatusReporter:
         stats = self._stats()
         counters = stats.as_dict()
         gauges: dict[str, Any] = {name: counters.pop(name) for name in GAUGES}
-        self._max_in_flight = max(self._max_in_flight, stats.in_flight)
-        gauges["max_in_flight"] = self._max_in_flight
+        gauges["max_in_flight"] = max(self.tasks.peak, stats.in_flight)
         counters["tasks"] = self.tasks.as_dict()
         counters["slow"] = self.tasks.slow
         owner = self._owner or _this_process()
@@ -219,6 +228,24 @@ class StatusReporter:
         """Stop observing calls (at shutdown, and in a forked child, which reports anew)."""
         with contextlib.suppress(ValueError):  # never started, or detached already
             _observe.remove_observer(self.tasks)
+
+
+#: Every reporter made, to observe calls once a status page or collector exists.
+_reporters: weakref.WeakSet[StatusReporter] = weakref.WeakSet()
+_wanted = False
+
+
+def want_status() -> None:
+    """A status page or collector exists: every runtime observes its calls from now on.
+
+    Only the observer is added: nothing is written and no thread starts
+    until a runtime serves, or the page is read.
+    """
+    global _wanted  # noqa: PLW0603 -- one flag per process, set once
+    _wanted = True
+    for reporter in list(_reporters):
+        if not reporter._closed:
+            _observe.add_observer(reporter.tasks)
 
 
 def _this_process() -> Owner:

@@ -113,7 +113,11 @@ class Runtime:
         if backend is not None:
             ledger.counters.backends[backend.name] = HandOffCounts()
         self._reporter = StatusReporter(
-            config.status_dir, self.stats, dispatcher.scheduler, config.slow_call_threshold
+            config.status_dir,
+            self.stats,
+            dispatcher.scheduler,
+            config.slow_call_threshold,
+            lambda: len(ledger.in_flight),  # a read of a set's size needs no lock
         )
         if config.status_dir is not None:
             dispatcher.serving = self._reporter.start
