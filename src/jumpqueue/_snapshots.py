@@ -9,9 +9,9 @@ makes never go down.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,7 +112,10 @@ def fold(directory: str, path: str, snapshot: dict[str, Any]) -> bool:
 def _locked(directory: str) -> Iterator[None]:
     descriptor = os.open(os.path.join(directory, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if sys.platform != "win32":  # elsewhere the claim by rename alone keeps folds apart
+            import fcntl  # noqa: PLC0415 -- POSIX only
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
         os.close(descriptor)
