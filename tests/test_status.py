@@ -136,12 +136,18 @@ def test_status_report_sums_workers_and_shows_dead_and_stale_ones_never_as_zeros
 
 
 def test_status_reporter_writes_its_snapshot_with_per_task_metrics_and_stops_observing(
-    make_runtime: RuntimeFactory, tmp_path: Path
+    make_runtime: RuntimeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from jumpqueue import _observe
 
     directory = tmp_path / "status"
-    runtime = make_runtime(status_dir=str(directory), max_workers=1, slow_call_threshold=0.005)
+    monkeypatch.setattr(reporting, "INTERVAL", 0.05)
+    runtime = make_runtime(
+        status_dir=str(directory),
+        max_workers=1,
+        slow_call_threshold=0.005,
+        journal=str(tmp_path / "journal.db"),
+    )
     path = Path(path_for(str(directory), os.getpid()))
     assert not path.exists()  # nothing is written before the runtime serves
     runtime.submit(pause, 0).result(timeout=5)  # its first executor starts the writing
@@ -164,6 +170,9 @@ def test_status_reporter_writes_its_snapshot_with_per_task_metrics_and_stops_obs
     assert snapshot["gauges"]["max_in_flight"] >= 1
     assert snapshot["counters"]["slow"] == 3  # the three that slept past 5 ms
     assert runtime._reporter.tasks in _observe.observers
+    report = json.loads(StatusPage(runtime=runtime).respond("127.0.0.1", None, "json")[2])
+    assert report["journal_backlog"] == 0  # every journaled call is done
+    assert report["slow_calls"] == 3
     runtime.shutdown()
     assert runtime._reporter.tasks not in _observe.observers
 
@@ -225,3 +234,13 @@ def test_status_route_and_add_status_page_serve_the_page_in_their_frameworks() -
     response = flask_app.test_client().get("/status?openmetrics")
     assert response.status_code == 200
     assert response.text.endswith("# EOF\n")
+
+
+def test_top_says_why_it_cannot_read_the_page(capsys: pytest.CaptureFixture[str]) -> None:
+    from jumpqueue.cli import main
+
+    assert main(["top", "http://127.0.0.1:9/jumpqueue/status", "--once"]) == 1
+    assert "cannot read http://127.0.0.1:9/jumpqueue/status" in capsys.readouterr().err
+    assert main(["top", "http://127.0.0.1:9/", "--interval", "0"]) == 2
+    with pytest.raises(SystemExit, match="http"):
+        main(["top", "ftp://127.0.0.1/", "--once"])
