@@ -229,6 +229,19 @@ def test_status_route_and_add_status_page_serve_the_page_in_their_frameworks() -
 
     app = Starlette(routes=[status_route(token="t")])  # noqa: S106
     assert asyncio.run(ask(app)) == (403, 200)
+
+    async def plain(page: StatusPage) -> httpx.Response:  # the page as a bare ASGI app
+        transport = httpx.ASGITransport(app=page.asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/?openmetrics")
+
+    assert asyncio.run(plain(StatusPage())).text.endswith("# EOF\n")
+    answers: list[str] = []
+    body = StatusPage().wsgi(
+        {"REMOTE_ADDR": "10.0.0.1", "QUERY_STRING": "json"},
+        lambda status, headers: answers.append(status),
+    )
+    assert (answers, b"".join(body)) == (["403 Forbidden"], b"forbidden\n")
     flask_app = Flask(__name__)
     add_status_page(flask_app, "/status")
     response = flask_app.test_client().get("/status?openmetrics")

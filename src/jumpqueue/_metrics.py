@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,8 +71,3 @@ def quantile(counts: list[int], share: float) -> float | None:
             return low + (BUCKETS[index] - low) * (rank - seen) / count
         seen += count
     return BUCKETS[-1]  # pragma: no cover -- the loop ends at the total
-
-
-def finite(value: float) -> float:
-    """The value, or 0.0 for NaN and infinities (JSON cannot carry them)."""
-    return value if math.isfinite(value) else 0.0
