@@ -123,7 +123,11 @@ def test_status_report_sums_workers_and_shows_dead_and_stale_ones_never_as_zeros
 
     # Long dead: folded into exited.json, and the sums stay as they were.
     monkeypatch.setattr(reporting, "FORGET_AFTER", 0.0)
+    leftover = directory / "worker-999992.json.999992.tmp"  # its writer died mid-write
+    leftover.write_text("{")
+    os.utime(leftover, (now - 10, now - 10))
     runtime._reporter._fold_forgotten(str(directory))
+    assert not leftover.exists()
     assert not Path(path_for(str(directory), 999_991)).exists()
     report = json.loads(page.respond("127.0.0.1", None, "json")[2])
     assert report["accepted"] == 13

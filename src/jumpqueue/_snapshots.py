@@ -108,6 +108,20 @@ def fold(directory: str, path: str, snapshot: dict[str, Any]) -> bool:
     return True
 
 
+def sweep(directory: str, older_than: float) -> None:
+    """Remove files a process left as it died writing or folding, last changed before then.
+
+    A claimed file whose fold was cut short may or may not be in `exited.json`:
+    it goes, rather than be counted twice.
+    """
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.endswith((".tmp", ".folding")):
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < older_than:
+                        os.unlink(entry.path)
+
+
 @contextlib.contextmanager
 def _locked(directory: str) -> Iterator[None]:
     descriptor = os.open(os.path.join(directory, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)

@@ -202,6 +202,7 @@ class StatusReporter:
 
     def _fold_forgotten(self, directory: str) -> None:
         now = time.time()
+        _snapshots.sweep(directory, now - FORGET_AFTER)
         for path, snapshot in _snapshots.workers(directory):
             if worker_state(snapshot, now) == "dead" and now - written(snapshot) > FORGET_AFTER:
                 _snapshots.fold(directory, path, snapshot)
