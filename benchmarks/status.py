@@ -3,9 +3,10 @@
     python benchmarks/status.py [--rounds 7] [--calls 20000] [--workers 3,16]
 
 1. defer() of a no-op, run by the thread pool, per call: reporting off (no
-   `status_dir`, no page: the default), beside reporting on (`status_dir` set:
+   `status_dir`, no page: the default), beside a no-op call observer (what
+   the observer hooks cost by themselves), and reporting on (`status_dir` set:
    the metrics observer sees every call, the writer writes once a second).
-   Rounds alternate off/on; medians with [min-max], and the ratio on/off
+   Rounds interleave the three; medians with [min-max], and the ratio to off
    measured in the same round.
 2. One snapshot written (the writer's work once a second): beside `stats()`
    alone, in the same run, and as a share of one core at one per second.
@@ -27,6 +28,7 @@ from collections.abc import Callable
 import jumpqueue
 from jumpqueue import Config, Runtime
 from jumpqueue._snapshots import path_for, write
+from jumpqueue.integration import CallObserver, add_observer, remove_observer
 from jumpqueue.status import StatusPage
 
 
@@ -60,22 +62,32 @@ def spread(values: list[float], scale: float, unit: str) -> str:
 
 def measure_defer(rounds: int, calls: int, directory: str) -> None:
     base = Config(max_pending=calls + 10, max_queue_wait=None)
-    off: list[float] = []
-    on: list[float] = []
-    ratios: list[float] = []
+    kinds = {
+        "reporting off (the default)": None,
+        "a no-op `CallObserver` registered (the hooks alone)": "hooks",
+        "reporting on (`status_dir`: metrics observer, writer)": "on",
+    }
+    times: dict[str, list[float]] = {name: [] for name in kinds}
     for _ in range(rounds):
-        with Runtime(base) as runtime:
-            per_defer(runtime, 1000)  # the pool's threads, started
-            off.append(per_defer(runtime, calls))
-        with Runtime(base.replace(status_dir=os.path.join(directory, "on"))) as runtime:
-            per_defer(runtime, 1000)
-            on.append(per_defer(runtime, calls))
-        ratios.append(on[-1] / off[-1])
+        for name, kind in kinds.items():
+            config = (
+                base.replace(status_dir=os.path.join(directory, "on")) if kind == "on" else base
+            )
+            observer = CallObserver() if kind == "hooks" else None
+            if observer is not None:
+                add_observer(observer)
+            with Runtime(config) as runtime:
+                per_defer(runtime, 1000)  # the pool's threads, started
+                times[name].append(per_defer(runtime, calls))
+            if observer is not None:
+                remove_observer(observer)
+    off = times["reporting off (the default)"]
     print("| defer() of a no-op, run by the pool | per call | ratio to off |")
     print("|---|---|---|")
-    print(f"| reporting off (the default) | {spread(off, 1e6, 'µs')} | 1.00 |")
-    ratio = f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
-    print(f"| reporting on (`status_dir`, metrics observer) | {spread(on, 1e6, 'µs')} | {ratio} |")
+    for name, values in times.items():
+        ratios = [value / base_value for value, base_value in zip(values, off, strict=True)]
+        ratio = f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+        print(f"| {name} | {spread(values, 1e6, 'µs')} | {ratio} |")
 
 
 def measure_writer(rounds: int, directory: str) -> None:

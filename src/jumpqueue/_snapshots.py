@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,7 +42,8 @@ def write(path: str, snapshot: dict[str, Any]) -> None:
     Raises:
         OSError: the directory cannot be written.
     """
-    temporary = f"{path}.{os.getpid()}.tmp"
+    # Per process and thread: two writers in one process must not share a temporary file.
+    temporary = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:

@@ -384,8 +384,9 @@ class Runtime:
             self._stopped.wait(timeout)
             return
         _log_leftovers(leftovers, timeout)
-        self._reporter.close()
+        # The timer thread stops first: no snapshot is written after the last one is folded.
         self._dispatcher.close()
+        self._reporter.close()
         journal = self._journaling.journal
         if journal is not None:
             journal.close(_JOURNAL_CLOSE_WAIT)
