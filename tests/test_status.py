@@ -6,7 +6,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,7 @@ from jumpqueue.status import StatusPage
 
 from .conftest import RuntimeFactory
 
-
-@pytest.fixture(autouse=True)
-def _status_not_wanted_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # A status page made here must not leave every later test's runtimes observed.
-    from jumpqueue import _observe
-
-    monkeypatch.setattr(reporting, "_wanted", False)
-    yield
-    for observer in _observe.observers:
-        if isinstance(observer, reporting.TaskMetrics):
-            _observe.remove_observer(observer)
+pytestmark = pytest.mark.usefixtures("status_pages")
 
 
 @jumpqueue.task
