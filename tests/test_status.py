@@ -97,6 +97,11 @@ def test_status_report_sums_workers_and_shows_dead_and_stale_ones_never_as_zeros
     from jumpqueue.prometheus import JumpQueueCollector
 
     registry = CollectorRegistry()
+    idle = make_runtime(status_dir=str(tmp_path / "idle"))
+    idle_collector = JumpQueueCollector(idle)
+    registry.register(idle_collector)
+    assert not idle._reporter.started  # registering reads nothing, starts nothing
+    registry.unregister(idle_collector)
     registry.register(JumpQueueCollector(runtime))
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -240,6 +245,7 @@ def test_status_route_and_add_status_page_serve_the_page_in_their_frameworks() -
     response = flask_app.test_client().get("/status?openmetrics")
     assert response.status_code == 200
     assert response.text.endswith("# EOF\n")
+    assert "this process only" in flask_app.test_client().get("/status").text
 
 
 def test_top_says_why_it_cannot_read_the_page(capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,6 +46,10 @@ class JumpQueueCollector(Collector):
         self._runtime = runtime
         want_status()
 
+    def describe(self) -> Iterator[Metric]:
+        """Nothing: registering the collector must not read the report (nor start reporting)."""
+        return iter(())
+
     def collect(self) -> Iterator[Metric]:
         """The metric families of the report, made now."""
         report = _status.collect(self._runtime or get_runtime())

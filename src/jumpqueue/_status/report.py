@@ -86,6 +86,7 @@ def _report(
         "journal_backlog": _journal_backlog(config.journal),
         "journal_degraded": bool(gauges.get("journal_degraded", False)),
         "server_workers": {state: sum(s == state for s, _ in rows) for state in STATES},
+        "status_dir": config.status_dir is not None,
         "counters": counters,
         "latency": {"run": _percentiles(run), "wait": _percentiles(wait)},
         "histograms": {"run": run, "wait": wait},

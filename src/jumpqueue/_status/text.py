@@ -61,9 +61,10 @@ def as_text(report: dict[str, Any], *, full: bool) -> str:
     lines.append(("shed", ", ".join(f"{p} {n}" for p, n in sorted(shed.items())) or 0))
     backlog = report["journal_backlog"]
     lines.append(("journal backlog", "-" if backlog is None else backlog))
-    lines.append(
-        ("server workers", ", ".join(f"{n} {s}" for s, n in report["server_workers"].items()))
-    )
+    workers = ", ".join(f"{n} {s}" for s, n in report["server_workers"].items())
+    if not report["status_dir"]:
+        workers += " (this process only: set status_dir to see every worker)"
+    lines.append(("server workers", workers))
     for kind in ("run", "wait"):
         for name, seconds in report["latency"][kind].items():
             lines.append((f"{kind} {name} (s)", "-" if seconds is None else f"{seconds:.4f}"))
