@@ -56,7 +56,7 @@ def test_status_report_sums_workers_and_shows_dead_and_stale_ones_never_as_zeros
     directory = tmp_path / "status"
     directory.mkdir()
     runtime = make_runtime(status_dir=str(directory))
-    runtime.submit(pause, 0).result(timeout=5)
+    runtime.submit(pause, 0.000123).result(timeout=5)  # an argument the page must not show
     now, parent = time.time(), os.getppid()
     # Its pid lives, but it started at another time: a reused pid, so the worker is dead.
     dead = _snapshot(999_991, Owner(parent, this_node(), "1"), now - 1, submitted=7, pending=4)
@@ -90,6 +90,8 @@ def test_status_report_sums_workers_and_shows_dead_and_stale_ones_never_as_zeros
     assert 'jumpqueue_worker_up{pid="999991"} 0\n' in metrics
     assert 'jumpqueue_worker_pending{pid="999991"}' not in metrics
     assert metrics.endswith("# EOF\n")
+    for query in ("full", "json&full", "openmetrics", "html"):
+        assert b"0.000123" not in page.respond("127.0.0.1", None, query)[2]
 
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
