@@ -71,7 +71,8 @@ class TaskMetrics(_observe.CallObserver):
         self._deferred_at[call.id] = time.monotonic()
         if self._in_flight is not None:
             # Unlocked: a peak missed by a racing call is one call off, never over the bound.
-            self.peak = max(self.peak, self._in_flight())
+            in_flight = self._in_flight()
+            self.peak = max(self.peak, in_flight)
 
     def attempt_started(self, call: _observe.ObservedCall, attempt: int) -> float:
         """Count the first attempt's wait; the start time is the attempt's token."""
@@ -80,7 +81,7 @@ class TaskMetrics(_observe.CallObserver):
         since = self._deferred_at.pop(call.id, None)
         if since is not None:
             with self._lock:
-                self._wait.setdefault(call.name, Histogram()).observe(now - since)
+                _histogram(self._wait, call.name).observe(now - since)
         return now
 
     def attempt_finished(
@@ -97,7 +98,7 @@ class TaskMetrics(_observe.CallObserver):
             seconds = time.monotonic() - token
             threshold = self._slow_threshold
             with self._lock:
-                self._run.setdefault(call.name, Histogram()).observe(seconds)
+                _histogram(self._run, call.name).observe(seconds)
                 if threshold is not None and seconds > threshold:
                     self.slow += 1
 
@@ -108,7 +109,9 @@ class TaskMetrics(_observe.CallObserver):
         del error
         self._deferred_at.pop(call.id, None)
         with self._lock:
-            counts = self._outcomes.setdefault(call.name, {})
+            counts = self._outcomes.get(call.name)
+            if counts is None:
+                counts = self._outcomes[call.name] = {}
             counts[status] = counts.get(status, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
@@ -121,6 +124,14 @@ class TaskMetrics(_observe.CallObserver):
                 for name, histogram in histograms.items():
                     tasks.setdefault(name, {})[key] = histogram.as_dict()
             return tasks
+
+
+def _histogram(histograms: dict[str, Histogram], task: str) -> Histogram:
+    # Not setdefault(): that would make a histogram on every call to throw away.
+    histogram = histograms.get(task)
+    if histogram is None:
+        histogram = histograms[task] = Histogram()
+    return histogram
 
 
 class StatusReporter:
