@@ -12,7 +12,6 @@ stops or closes without starting it (it would keep its slot for ever).
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextvars
 import logging
@@ -21,8 +20,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._reentry import hand_over, take
+from .._results import running_call
 from .._threads import daemon_thread
 from ._base import running_loop
+from ._line import WaitingLine
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -56,7 +57,7 @@ class AsyncExecutor:
         self._limit = config.max_async
         self._grace = config.shutdown_timeout
         self._lock = threading.Lock()
-        self._waiting: collections.deque[Attempt] = collections.deque()
+        self._waiting = WaitingLine()
         self._slots: dict[Attempt, _CallTask | None] = {}
         self._tasks: set[_CallTask] = set()
         self._background: _LoopThread | None = None
@@ -209,11 +210,13 @@ class AsyncExecutor:
         # On our own loop's thread, nothing a call raises may end the loop.
         background = self._background
         own_loop = background is not None and background.loop is loop
+        context = context.copy()
+        context.run(running_call.set, (deferred.id, attempt.number))
         task = _CallTask.made(
             _outcome(attempt, contain_exits=own_loop),
             f"{deferred.name} [{deferred.id}]",
             loop,
-            context.copy(),
+            context,
         )
         task.attempt = attempt
         task.loop_closing = self._loop_closing
@@ -222,6 +225,7 @@ class AsyncExecutor:
             expired = attempt not in self._slots  # timed out before its task existed
             if not expired:
                 self._slots[attempt] = task
+                attempt.worker = task  # for the slow-call log
         if expired:
             task.stop()
         task.add_done_callback(self._finished)
@@ -265,6 +269,7 @@ class AsyncExecutor:
             result = None
             if error is None:
                 result, error = task.result()
+        attempt.worker = None
         self._host.attempt_finished(attempt, result, error)
         self._release(attempt, task)
 
