@@ -276,3 +276,8 @@ def log_records() -> int:
     except ZeroDivisionError:
         logging.getLogger("tests.child").exception("with a traceback")
     return os.getpid()
+
+
+def scheduling() -> tuple[int, int]:
+    """This process's scheduling policy and niceness."""
+    return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)

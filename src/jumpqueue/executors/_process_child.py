@@ -16,10 +16,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._base import call_to_completion
+from ._process_priority import lower_priority
 from ._process_tree import become_subreaper, kill_tree, reap_adopted
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+
+    from .._choices import ProcessPriority
 
 #: Replies and log records go back as pickles of these tuples:
 #:   ("ready", pid)  ("ok", result)  ("raised", exception, traceback text)
@@ -50,9 +53,16 @@ def resolve(ref: FunctionRef) -> Any:
     return found.fn if isinstance(found, Task) else found
 
 
-def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level: int) -> None:
+def serve(
+    conn: Connection,
+    parent_pid: int,
+    memory_limit: int | None,
+    log_level: int,
+    priority: ProcessPriority = "normal",
+) -> None:
     """The child's main loop, until its parent closes the pipe or sends an empty message."""
     global _receiving  # noqa: PLW0603 -- read by the signal handler, in this same thread
+    lower_priority(priority)
     _leave_stops_to_the_parent(conn)
     if hasattr(os, "setsid"):
         os.setsid()  # a group of its own, so that the parent can kill what the call started
