@@ -131,7 +131,8 @@ soak: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/jumpqueue demo
 
-# Side-by-side measurements (not tests): each prints a Markdown table for the README.
+# Side-by-side measurements (not tests): each prints a Markdown table for the README;
+# curves.py also redraws the plots in docs/img/.
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/handoff.py
 	$(VENV)/bin/python benchmarks/process.py
@@ -139,6 +140,8 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/http_latency.py
 	$(VENV)/bin/python benchmarks/defaults.py
 	$(VENV)/bin/python benchmarks/handoff_http.py
+	$(VENV)/bin/python benchmarks/cpu_priority.py
+	$(VENV)/bin/python benchmarks/curves.py
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache \
