@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,14 @@ import jumpqueue
 from jumpqueue import Config, Runtime
 
 RuntimeFactory = Callable[..., Runtime]
+
+# Children at the default "idle" priority run only when no other process wants the CPU:
+# on a machine the suite shares with other busy work they may not run for many seconds,
+# and the tests of timeouts and shutdowns wait on them. The suite's runtimes (here and in
+# the servers it starts, which inherit this) keep the server's priority;
+# test_process_children_run_at_the_configured_priority checks every value.
+TEST_PROCESS_PRIORITY = "normal"
+os.environ.setdefault("JUMPQUEUE_PROCESS_PRIORITY", TEST_PROCESS_PRIORITY)
 
 # Property tests (tests/chaos): "ci", the default, is small and derandomized, so that
 # `make test` stays within its budget and a failure reproduces as it is; "soak"
@@ -80,6 +89,7 @@ def make_runtime() -> Iterator[RuntimeFactory]:
     made: list[Runtime] = []
 
     def make(**options: Any) -> Runtime:
+        options.setdefault("process_priority", TEST_PROCESS_PRIORITY)
         runtime = Runtime(Config(**options))
         made.append(runtime)
         return runtime

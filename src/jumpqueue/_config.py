@@ -85,10 +85,10 @@ class Config:
         start_method: "forkserver", "spawn" or "fork"; None for forkserver
             where the platform has it, else spawn.
         process_priority: the children's CPU priority, so that CPU-heavy calls
-            take what the requests leave: "idle" (on Linux `SCHED_IDLE`, which
-            runs only on a core nothing else wants; elsewhere nice 19), "low"
-            (nice 10), or "normal" (the server's). A child never ends up above
-            the server: its niceness is at least the server's own.
+            take what the requests leave: "idle" (nice 19 and, on Linux,
+            `SCHED_IDLE`: a core only when nothing else wants it), "low" (nice
+            10), or "normal" (the server's). A child's niceness is at least the
+            server's own, and on Linux its session's autogroup gets it too.
         backend: where admitted calls go instead of the local pools: None for
             the local pools, a URL such as "rq+redis://127.0.0.1:6379/0" or
             "celery+amqp://guest:guest@127.0.0.1:5672//", or a backend object

@@ -278,6 +278,10 @@ def log_records() -> int:
     return os.getpid()
 
 
-def scheduling() -> tuple[int, int]:
-    """This process's scheduling policy and niceness."""
-    return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
+def scheduling() -> tuple[int, int, int | None]:
+    """This process's scheduling policy, niceness, and its autogroup's niceness (if any)."""
+    try:
+        autogroup = int(Path("/proc/self/autogroup").read_text().split()[-1])
+    except OSError:
+        autogroup = None
+    return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0), autogroup

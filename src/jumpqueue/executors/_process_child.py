@@ -62,10 +62,10 @@ def serve(
 ) -> None:
     """The child's main loop, until its parent closes the pipe or sends an empty message."""
     global _receiving  # noqa: PLW0603 -- read by the signal handler, in this same thread
-    lower_priority(priority)
     _leave_stops_to_the_parent(conn)
     if hasattr(os, "setsid"):
         os.setsid()  # a group of its own, so that the parent can kill what the call started
+    lower_priority(priority)  # after setsid(): on Linux the new session is a new autogroup
     # Orphans of what a call started stay below this process, where the parent finds them.
     adopting = become_subreaper()
     _watch_parent(parent_pid)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,7 +13,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("jumpqueue")
 
-#: The niceness each priority asks for where the scheduler has no idle class.
+#: Attempts to set the autogroup's niceness, 100 ms apart (the kernel's rate limit).
+AUTOGROUP_TRIES = 5
+
+#: The niceness each priority sets ("idle" also asks for SCHED_IDLE where there is one).
 NICENESS: dict[ProcessPriority, int] = {"idle": 19, "low": 10, "normal": 0}
 
 
@@ -22,22 +27,52 @@ def lower_priority(priority: ProcessPriority) -> None:
     normal priority wants, whatever their niceness; elsewhere, and should it
     be refused, the niceness stands in. The niceness never drops below this
     process's own: a child never gets more than the server that started it.
+    Call it once the process is in its own session (see `_lower_autogroup`).
     """
     if priority == "normal":
         return
-    if priority == "idle" and has_idle_class():
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except OSError:
-            pass
-        else:
-            return
+    niceness = NICENESS[priority]
     if hasattr(os, "setpriority"):
         try:
-            current = os.getpriority(os.PRIO_PROCESS, 0)
-            os.setpriority(os.PRIO_PROCESS, 0, max(current, NICENESS[priority]))
+            niceness = max(os.getpriority(os.PRIO_PROCESS, 0), niceness)
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
         except OSError:
             pass
+    if priority == "idle" and has_idle_class():
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    _lower_autogroup(niceness)
+
+
+def _lower_autogroup(niceness: int) -> None:
+    """Give this process's autogroup (Linux) the niceness: it weighs against the server's.
+
+    With autogroups on (most desktop and container kernels), each session is
+    scheduled as one group, with the group's niceness, against the others;
+    a child in a session of its own would get a full share beside the server
+    whatever its own priority. The kernel lets a process without
+    CAP_SYS_ADMIN change an autogroup's niceness once per 100 ms: children
+    starting together try again.
+    """
+    path = "/proc/self/autogroup"
+    if not os.path.exists(path):
+        return
+    for _ in range(AUTOGROUP_TRIES):
+        if _write_autogroup(path, niceness):
+            return
+        time.sleep(0.1)
+
+
+def _write_autogroup(path: str, niceness: int) -> bool:
+    # False if the kernel's rate limit refused it (EAGAIN): worth another try.
+    try:
+        with open(path, "w") as autogroup:
+            autogroup.write(str(niceness))
+    except BlockingIOError:
+        return False
+    except OSError:
+        pass  # not ours to change: the process's own niceness stands
+    return True
 
 
 def has_idle_class() -> bool:
