@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,11 +17,18 @@ RuntimeFactory = Callable[..., Runtime]
 
 # Children at the default "idle" priority run only when no other process wants the CPU:
 # on a machine the suite shares with other busy work they may not run for many seconds,
-# and the tests of timeouts and shutdowns wait on them. The suite's runtimes (here and in
-# the servers it starts, which inherit this) keep the server's priority;
-# test_process_children_run_at_the_configured_priority checks every value.
+# and the tests of timeouts and shutdowns wait on them. The runtimes of `make_runtime`
+# and `use_runtime`, and the servers of tests/executors/test_process_gunicorn.py, keep
+# the server's priority; test_process_children_run_at_the_configured_priority checks
+# every value.
 TEST_PROCESS_PRIORITY = "normal"
-os.environ.setdefault("JUMPQUEUE_PROCESS_PRIORITY", TEST_PROCESS_PRIORITY)
+
+
+def suite_config(**options: Any) -> Config:
+    """`Config(**options)`, with the children at `TEST_PROCESS_PRIORITY` unless options say."""
+    options.setdefault("process_priority", TEST_PROCESS_PRIORITY)
+    return Config(**options)
+
 
 # Property tests (tests/chaos): "ci", the default, is small and derandomized, so that
 # `make test` stays within its budget and a failure reproduces as it is; "soak"
@@ -74,7 +80,7 @@ def use_runtime() -> Iterator[RuntimeFactory]:
     made: list[Runtime] = []
 
     def use(**options: Any) -> Runtime:
-        runtime = jumpqueue.configure(Config(**options))
+        runtime = jumpqueue.configure(suite_config(**options))
         made.append(runtime)
         return runtime
 
@@ -89,8 +95,7 @@ def make_runtime() -> Iterator[RuntimeFactory]:
     made: list[Runtime] = []
 
     def make(**options: Any) -> Runtime:
-        options.setdefault("process_priority", TEST_PROCESS_PRIORITY)
-        runtime = Runtime(Config(**options))
+        runtime = Runtime(suite_config(**options))
         made.append(runtime)
         return runtime
 
