@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import threading
 from typing import Any
 
 from django.tasks import TaskContext, task
@@ -78,3 +80,29 @@ def attempt_of(context: TaskContext[..., Any], fail_until: int) -> int:
     if context.attempt < fail_until:
         raise RuntimeError(f"attempt {context.attempt} fails")
     return context.attempt
+
+
+#: Opened by the test to let `wait_gate` return.
+gate = threading.Event()
+#: What `record` was called with, in the order the calls ran.
+recorded: list[str] = []
+
+
+@task
+def wait_gate() -> bool:
+    """Hold a worker until the test opens the gate (at most 10 s)."""
+    return gate.wait(10)
+
+
+@task
+def record(tag: str) -> str:
+    """Note that it ran."""
+    recorded.append(tag)
+    return tag
+
+
+@task
+async def arecord(tag: str) -> int:
+    """Note that it ran, on an event loop: which one (its id)."""
+    recorded.append(tag)
+    return id(asyncio.get_running_loop())
