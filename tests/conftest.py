@@ -128,6 +128,9 @@ MARK_BY_TEST: dict[str, dict[str, str]] = {
     "test_signals.py": {
         "test_signal_handler_defer_on_top_of_the_process_queue_is_handed_over": "process",
     },
+    "test_scheduling.py": {
+        "test_priorities_order_the_calls_waiting_for_a_child_process": "process",
+    },
     "test_shutdown.py": {
         "test_shutdown_at_interpreter_exit_drains": "process",
         "test_shutdown_in_a_forked_child_starts_over": "process",

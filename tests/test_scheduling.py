@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import jumpqueue
+import jumpqueue.testing
 from jumpqueue import ConfigurationError, Status, TaskOptions
 
 from .conftest import RuntimeFactory
+from .executors import process_tasks
 
 UTC = datetime.timezone.utc
 
@@ -126,3 +132,91 @@ def test_current_call_id_and_attempt_inside_a_call_only(make_runtime: RuntimeFac
     assert _flaky_runs == [(handle.id, 1), (handle.id, 2)]
     outcome = runtime.result(handle.id)
     assert outcome is None  # its task does not keep its result: forgotten once final
+
+
+def test_a_delayed_call_is_scheduled_then_runs_when_due(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime()
+    ran = threading.Event()
+    handle = runtime.defer(jumpqueue.task(ran.set).options(delay=0.2))
+    assert handle.status.value == "scheduled"
+    stats = runtime.stats()
+    assert (stats.scheduled, stats.pending, stats.in_flight) == (1, 0, 1)
+    assert ran.wait(10)
+    assert handle.wait(10)
+    assert handle.status is Status.SUCCEEDED
+    assert runtime.stats().scheduled == 0
+    past = datetime.datetime.now(UTC) - datetime.timedelta(seconds=1)
+    at_once = runtime.defer(jumpqueue.task(_whoami).options(run_after=past))
+    assert at_once.result(timeout=10) == (at_once.id, 1)
+
+
+def test_a_scheduled_call_counts_in_the_bound_and_is_abandoned_at_shutdown(
+    make_runtime: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = make_runtime(max_pending=1, on_overload="reject")
+    later = runtime.defer(jumpqueue.task(_whoami).options(delay=3600))
+    with pytest.raises(jumpqueue.OverloadedError):
+        runtime.defer(_whoami)
+    runtime.shutdown(timeout=5)  # not waited for: it is due in an hour
+    assert later.status is Status.ABANDONED
+    assert runtime.stats().abandoned == 1
+    assert later.id in caplog.text
+
+
+def test_testing_immediate_runs_a_delayed_call_at_once() -> None:
+    with jumpqueue.testing.immediate():
+        handle = jumpqueue.task(_whoami).options(delay=3600).defer()
+    assert handle.status is Status.SUCCEEDED
+
+
+#: Priorities deferred while the pool's one worker is busy, and the order they must start in.
+PRIORITIES = [0, 5, 1, 0, -3, 5]
+STARTED_IN = [1, 5, 2, 0, 3, 4]  # indexes into PRIORITIES
+
+
+def _note(order: list[int], index: int) -> None:
+    order.append(index)
+
+
+async def _note_async(order: list[int], index: int) -> None:
+    order.append(index)
+
+
+async def _wait_async(started: threading.Event, gate: threading.Event) -> None:
+    started.set()
+    await asyncio.to_thread(gate.wait, 10)
+
+
+@pytest.mark.parametrize("kind", ["thread", "async"])
+def test_priorities_order_the_calls_waiting_for_a_worker(
+    make_runtime: RuntimeFactory, kind: str
+) -> None:
+    runtime = make_runtime(max_workers=1, max_async=1)
+    started, gate = threading.Event(), threading.Event()
+    order: list[int] = []
+    blocker = _wait_async if kind == "async" else (lambda s, g: (s.set(), g.wait(10)))
+    runtime.defer(blocker, started, gate)
+    assert started.wait(10)
+    note: jumpqueue.Task[[list[int], int], Any] = jumpqueue.task(
+        _note_async if kind == "async" else _note
+    )
+    handles = [runtime.defer(note.options(priority=p), order, i) for i, p in enumerate(PRIORITIES)]
+    gate.set()
+    assert all(handle.wait(10) for handle in handles)
+    assert order == STARTED_IN
+
+
+def test_priorities_order_the_calls_waiting_for_a_child_process(
+    make_runtime: RuntimeFactory, tmp_path: Path
+) -> None:
+    runtime = make_runtime(max_processes=1)
+    pid_file, release = tmp_path / "pid", tmp_path / "release"
+    runtime.defer(
+        jumpqueue.task(executor="process")(process_tasks.hold), str(pid_file), str(release)
+    )
+    assert process_tasks.wait_for_file(pid_file, timeout=30)
+    clock = jumpqueue.task(executor="process")(time.monotonic)
+    handles = [runtime.defer(clock.options(priority=p)) for p in PRIORITIES]
+    process_tasks.write_file(release, "go")
+    times = [handle.result(timeout=30) for handle in handles]
+    assert sorted(range(len(times)), key=times.__getitem__) == STARTED_IN

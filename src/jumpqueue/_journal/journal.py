@@ -166,7 +166,9 @@ class Journal:
 
     def release_spilled(self, record: Record, *, run: bool) -> None:
         """The request that spilled this call ended: let it run, or skip it."""
-        self._writer.mark(record.id, Mark(final=PENDING if run else SKIPPED))
+        self._writer.mark(
+            record.id, Mark(final=PENDING if run else SKIPPED, not_before=record.not_before)
+        )
         self._upkeep.feed()
 
     def started(self, record: Record) -> None:
@@ -181,14 +183,15 @@ class Journal:
             return
         self._writer.mark(record.id, Mark(final=final, error=error if final == FAILED else None))
 
-    def left_over(self, record: Record, *, running: bool) -> None:
+    def left_over(self, record: Record, *, running: bool, not_before: float | None) -> None:
         """At shutdown: a call that did not finish stays for the next start.
 
         One still running keeps its owner, so that nobody runs it again while
-        this process lives; the others are released at once.
+        this process lives; the others are released at once, a scheduled one
+        (`not_before`) to be taken up when due.
         """
         if not running:
-            self._writer.mark(record.id, Mark(final=PENDING))
+            self._writer.mark(record.id, Mark(final=PENDING, not_before=not_before))
 
     def result(self, call_id: str) -> CallResult | None:
         """The outcome the journal holds for that call, or None if it holds none."""

@@ -12,6 +12,7 @@ import contextvars
 import dataclasses
 import functools
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._codec import decode_arguments, encode_arguments, known_task, registered_name
@@ -48,7 +49,7 @@ def make_record(deferred: Deferred[Any], serializer: str) -> Record:
     name = registered_name(deferred.fn, deferred.name)
     serializer = options.serializer or serializer
     payload = encode_arguments(name, deferred.args, deferred.kwargs, serializer=serializer)
-    return Record(
+    record = Record(
         deferred.id,
         name,
         serializer,
@@ -56,6 +57,8 @@ def make_record(deferred: Deferred[Any], serializer: str) -> Record:
         _options_text(options, deferred.executor),
         options.retries + EXTRA_RECOVERIES,
     )
+    record.not_before = deferred.start_at
+    return record
 
 
 def decode(store: Store, row: Row, serializer_default: str) -> Deferred[Any]:
@@ -100,7 +103,11 @@ def _decode(store: Store, row: Row, serializer_default: str) -> Deferred[Any]:
         name, task.fn, args, kwargs, options, executor, contextvars.Context(), call_id=call_id
     )
     deferred.attempts = row["attempts"]
+    # Its time, if still to come, is the record's, not one counted from now.
+    not_before = row["not_before"]
+    deferred.start_at = not_before if not_before is not None and not_before > time.time() else None
     record = Record(call_id, name, serializer, b"", "", row["max_recoveries"])
+    record.not_before = deferred.start_at
     record.written = True
     record.handoff_fallbacks = row["handoff_fallbacks"]
     deferred._record = record
@@ -119,6 +126,8 @@ def _options_text(options: TaskOptions, executor: str) -> str:
             "retry_schedule": options.retry_schedule,
             "always": options.always,
             "on_handoff_error": options.on_handoff_error,
+            "priority": options.priority,
+            "keep_result": options.keep_result,
         },
         sort_keys=True,
     )
@@ -127,4 +136,8 @@ def _options_text(options: TaskOptions, executor: str) -> str:
 def _options_from(registered: TaskOptions, text: str) -> tuple[TaskOptions, ExecutorName]:
     stored = json.loads(text)
     executor = stored.pop("executor")
-    return dataclasses.replace(registered, executor=executor, **stored), executor
+    # Its time is the record's `not_before`: the task's own delay is not counted again.
+    options = dataclasses.replace(
+        registered, delay=None, run_after=None, executor=executor, **stored
+    )
+    return options, executor

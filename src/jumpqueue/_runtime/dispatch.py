@@ -18,6 +18,7 @@ from .._results import CallFailure, to_json, worker_id
 from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
+from .delays import Delays
 
 if TYPE_CHECKING:
     from .._choices import ExecutorName
@@ -52,6 +53,7 @@ class Dispatcher:
         self.backend: Executor | None = None
         self.retry_later: RetryLater = self._scheduler.call_later
         self.journal: Journal | None = None
+        self._delays = Delays(ledger, self._scheduler, self.dispatch)
 
     def open_backend(self, backend: Executor | None) -> None:
         """Hand every call's first attempt to this hand-off executor (None: keep them here)."""
@@ -106,6 +108,13 @@ class Dispatcher:
             return
         self.executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
 
+    def dispatch_when_due(self, deferred: Deferred[Any]) -> None:
+        """`dispatch()` a pending call now, a scheduled one when its time has come."""
+        if deferred._status is Status.SCHEDULED:
+            self._delays.schedule(deferred)
+        else:
+            self.dispatch(deferred)
+
     def run_inline(self, deferred: Deferred[Any]) -> None:
         """Run an admitted call now, in the caller's thread (the "inline" overload policy).
 
@@ -114,10 +123,10 @@ class Dispatcher:
         past its timeout ends "timed_out" (retried as its task says), as a late
         return from a pool thread does.
         """
-        if deferred.loop is not None:
-            # A coroutine cannot run to completion inside its caller's running loop:
-            # it goes to that loop past the backlog bound instead.
-            self.dispatch(deferred)
+        if deferred.loop is not None or deferred._status is Status.SCHEDULED:
+            # Not now: a call waits for its time; a coroutine cannot run to completion
+            # inside its caller's running loop: it goes to that loop past the bound instead.
+            self.dispatch_when_due(deferred)
             return
         attempt = Attempt(deferred, 1)
         if not self._begin(attempt):

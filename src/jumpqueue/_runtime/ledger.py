@@ -145,6 +145,9 @@ class Ledger:
             self.held += 1
             deferred._holder = holder
             deferred._status = Status.HELD
+        elif self._due_later(deferred):
+            self.scheduled += 1
+            deferred._status = Status.SCHEDULED
         else:
             self.pending += 1
             self._wait_locked(deferred)
@@ -190,8 +193,12 @@ class Ledger:
             else:
                 counters.submitted += 1
             self.in_flight.add(deferred)
-            self.pending += 1
-            self._wait_locked(deferred)
+            if self._due_later(deferred):
+                self.scheduled += 1
+                deferred._status = Status.SCHEDULED
+            else:
+                self.pending += 1
+                self._wait_locked(deferred)
         return True
 
     def refused(self, deferred: Deferred[Any], status: Status, error: BaseException) -> None:
@@ -234,6 +241,9 @@ class Ledger:
             if deferred._status is not Status.HELD:
                 return None
             if run and not stopped:
+                if self._due_later(deferred):
+                    self._move_locked(deferred, Status.SCHEDULED)
+                    return Status.SCHEDULED
                 self._move_locked(deferred, Status.PENDING)
                 self._wait_locked(deferred)
                 return Status.PENDING
@@ -241,6 +251,28 @@ class Ledger:
             self._settle_locked(deferred, status, None, None)
         deferred._notify()
         return status
+
+    def due(self, deferred: Deferred[Any]) -> bool:
+        """A scheduled call's time has come: pending; False if it was settled meanwhile."""
+        with self.lock:
+            if deferred._status is not Status.SCHEDULED:
+                return False
+            deferred.start_at = None
+            self._move_locked(deferred, Status.PENDING)
+            self._wait_locked(deferred)
+        return True
+
+    @staticmethod
+    def _due_later(deferred: Deferred[Any]) -> bool:
+        # True for a call that must wait for its time (`delay`, `run_after`); a call
+        # whose time has come already forgets it.
+        start_at = deferred.start_at
+        if start_at is None:
+            return False
+        if start_at > time.time():
+            return True
+        deferred.start_at = None
+        return False
 
     def begin(self, attempt: Attempt) -> bool:
         """An attempt starts: its call becomes running; False if it was settled meanwhile."""
@@ -341,7 +373,8 @@ class Ledger:
             self.room.notify_all()
             if not first:
                 return None
-            self._drained.wait_for(lambda: not self.in_flight, timeout)
+            # Calls waiting for their time are not waited for: they are settled now.
+            self._drained.wait_for(lambda: len(self.in_flight) <= self.scheduled, timeout)
             leftovers = list(self.in_flight)
             for deferred in leftovers:
                 self._settle_locked(deferred, left_over(deferred), None, None)
@@ -401,10 +434,14 @@ class Ledger:
             self.pending += 1
             deferred._status = status
             return
+        if status is Status.SCHEDULED:
+            self.scheduled += 1
+            deferred._status = status
+            return
         self.counters.finished[status] += 1
         self.in_flight.discard(deferred)
         # Notifying a Condition costs even without waiters: only wake real ones.
         if self.waiting_for_room:
             self.room.notify()
-        if self.closing and not self.in_flight:
+        if self.closing and len(self.in_flight) <= self.scheduled:
             self._drained.notify_all()

@@ -181,6 +181,7 @@ class Runtime:
             return deferred
         journal = self._journaling.prepare(deferred)
         if self._mode is not None:
+            deferred.start_at = None  # a testing mode runs (or records) delayed calls at once
             self._mode.accepted(deferred, held=holder is not None)
         if journal is not None and holder is None and reentered():
             # A signal handler's call to commit now: the journal's locks may be the
@@ -189,7 +190,8 @@ class Runtime:
             return deferred
         refused = journal is not None and journal.refusing
         verdict = self._admission.admit(deferred, holder, refused=refused)
-        if verdict is Verdict.ADMITTED and journal is None:  # the common case, inline
+        if verdict is Verdict.ADMITTED and journal is None and deferred.start_at is None:
+            # The common case, inline.
             if holder is None:
                 executor.submit(Attempt(deferred, 1))
             elif not holder.hold(self._held_calls, deferred):  # released since we looked
@@ -212,7 +214,7 @@ class Runtime:
         if verdict is Verdict.ADMITTED:
             if holder is None:
                 if journal is None:
-                    executor.submit(Attempt(deferred, 1))
+                    self._dispatcher.dispatch_when_due(deferred)
                 else:  # written first; on an event loop, by the journal's thread
                     self._journaling.commit_then_submit(deferred, executor)
             elif not holder.hold(self._held_calls, deferred):  # released since we looked

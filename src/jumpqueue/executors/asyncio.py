@@ -12,7 +12,6 @@ stops or closes without starting it (it would keep its slot for ever).
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextvars
 import logging
@@ -23,6 +22,7 @@ from .._reentry import hand_over, take
 from .._results import running_call
 from .._threads import daemon_thread
 from ._base import running_loop
+from ._line import WaitingLine
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -54,7 +54,7 @@ class AsyncExecutor:
         self._limit = config.max_async
         self._grace = config.shutdown_timeout
         self._lock = threading.Lock()
-        self._waiting: collections.deque[Attempt] = collections.deque()
+        self._waiting = WaitingLine()
         self._slots: dict[Attempt, _CallTask | None] = {}
         self._tasks: set[_CallTask] = set()
         self._background: _LoopThread | None = None
