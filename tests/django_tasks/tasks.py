@@ -84,6 +84,8 @@ def attempt_of(context: TaskContext[..., Any], fail_until: int) -> int:
 
 #: Opened by the test to let `wait_gate` return.
 gate = threading.Event()
+#: Set by `wait_gate` as it starts.
+started = threading.Event()
 #: What `record` was called with, in the order the calls ran.
 recorded: list[str] = []
 
@@ -91,6 +93,7 @@ recorded: list[str] = []
 @task
 def wait_gate() -> bool:
     """Hold a worker until the test opens the gate (at most 10 s)."""
+    started.set()
     return gate.wait(10)
 
 

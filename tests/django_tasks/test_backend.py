@@ -7,6 +7,7 @@ test_real_server.py runs a whole project under gunicorn.
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from django.tasks import TaskResult, TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
 from django.tasks.signals import task_finished, task_started
 from django.test import RequestFactory, override_settings
+from django.utils import timezone
 
 from jumpqueue.contrib.django import JumpQueueMiddleware
 
@@ -51,6 +53,7 @@ def call_of(result: Result) -> jumpqueue.Deferred[Any]:
 def opened_gate(tasks: ModuleType) -> Iterator[None]:
     """The gate of `wait_gate` closed, and open again after the test, whatever happened."""
     tasks.gate.clear()
+    tasks.started.clear()
     tasks.recorded.clear()
     yield
     tasks.gate.set()
@@ -176,6 +179,37 @@ def test_backend_signals_carry_the_running_and_finished_result(tasks: ModuleType
         (result.id, backend, "RUNNING", 1),
         (result.id, backend, "SUCCESSFUL", 1),
     ]
+
+
+def test_backend_priorities_order_the_tasks_waiting_for_a_worker(
+    tasks: ModuleType, opened_gate: None, use_runtime: Callable[..., jumpqueue.Runtime]
+) -> None:
+    use_runtime(max_workers=1)
+    blocker = tasks.wait_gate.enqueue()
+    assert tasks.started.wait(WAIT)
+    waiting = [
+        tasks.record.using(priority=priority).enqueue(tag)
+        for tag, priority in [("low", -100), ("high", 100), ("default", 0), ("higher", 100)]
+    ]
+    tasks.gate.set()
+    assert all(settled(result).is_finished for result in [blocker, *waiting])
+    assert tasks.recorded == ["high", "higher", "default", "low"]
+
+
+def test_backend_run_after_keeps_a_task_ready_until_its_time(tasks: ModuleType) -> None:
+    run_after = timezone.now() + datetime.timedelta(seconds=0.5)
+    result = tasks.meaning.using(run_after=run_after).enqueue()
+    assert call_of(result).status is Status.SCHEDULED
+    assert task_backends["default"].get_result(result.id).status == TaskResultStatus.READY
+    done = settled(result)
+    assert done.status == TaskResultStatus.SUCCESSFUL
+    assert done.started_at is not None
+    assert done.started_at >= run_after
+    with override_settings(USE_TZ=False):  # naive times are then Django's TIME_ZONE
+        naive = settled(tasks.meaning.using(run_after=datetime.datetime.now()).enqueue())
+    assert naive.status == TaskResultStatus.SUCCESSFUL
+    assert naive.started_at is not None
+    assert timezone.is_naive(naive.started_at)
 
 
 def test_backend_a_queue_timeout_fails_the_task_naming_it(
