@@ -159,6 +159,7 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/http_latency.py
 	$(VENV)/bin/python benchmarks/defaults.py
 	$(VENV)/bin/python benchmarks/handoff_http.py
+	$(VENV)/bin/python benchmarks/django_tasks.py
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache \
