@@ -106,10 +106,14 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "executors/test_process_gunicorn.py": ("server", "process"),
     "journal/test_journal_gunicorn.py": ("server", "process"),
     "web/test_user_suite.py": ("process",),
+    "django_tasks/test_real_server.py": ("server",),
     "test_recipes.py": ("process",),  # each example's suite runs in a subprocess
 }
 # Single tests in modules that are otherwise quick and self-contained.
 MARK_BY_TEST: dict[str, dict[str, str]] = {
+    "django_tasks/test_backend.py": {
+        "test_backend_a_process_queue_runs_tasks_in_a_child_that_sets_django_up": "process",
+    },
     "test_check_cli.py": {
         "test_check_a_reachable_redis_for_rq_and_a_flask_application_factory_gets_a_note": (
             "broker"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ pytest.importorskip("django.tasks", reason="django.tasks needs Django 6 (Python 
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.tasks import TaskResult, TaskResultStatus, task_backends
-from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
+from django.tasks.exceptions import InvalidTaskBackend, TaskResultDoesNotExist
 from django.tasks.signals import task_finished, task_started
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
@@ -255,12 +256,18 @@ def test_backend_bad_options_are_refused_naming_them(options: dict[str, Any], me
         task_backends["default"]
 
 
-def test_backend_a_coroutine_task_cannot_go_to_a_process_queue(tasks: ModuleType) -> None:
-    with (
-        override_settings(TASKS=tasks_setting(QUEUES={"other": {"EXECUTOR": "process"}})),
-        pytest.raises(InvalidTask, match="runs tasks in child processes"),
-    ):
-        tasks.anoop.using(queue_name="other")
+def test_backend_a_process_queue_runs_tasks_in_a_child_that_sets_django_up(
+    tasks: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "tests.web.apps.django_site")
+    process = {"EXECUTOR": "process", "TIMEOUT": 20}
+    with override_settings(TASKS=tasks_setting(QUEUES={"other": process})):
+        result = settled(tasks.echo.using(queue_name="other").enqueue(1))
+        coroutine = settled(tasks.ameaning.using(queue_name="other").enqueue())
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value["args"] == [1]
+    assert result.worker_ids[0].rpartition(":")[2] != str(os.getpid())
+    assert coroutine.worker_ids[0].rpartition(":")[2] == str(os.getpid())  # the async executor
 
 
 def test_backend_checks_middleware_results_and_workers(

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage
 from django.tasks import Task, TaskResult
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
@@ -54,18 +54,6 @@ class JumpQueueBackend(BaseTaskBackend):
         self.parsed: BackendOptions = parse_options(alias, self.options, self.queues)
         self.supports_get_result = self.parsed.keep_results and checks.journal_configured()
         self._calls: dict[tuple[str, str, int, bool], jumpqueue.Task[..., Any]] = {}
-
-    def validate_task(self, task: Task[..., Any]) -> None:
-        """Django's checks, and a coroutine task's queue must not be a process queue."""
-        super().validate_task(task)
-        if (
-            inspect.iscoroutinefunction(task.func)
-            and self.parsed.for_queue(task.queue_name).executor == "process"
-        ):
-            raise InvalidTask(
-                f"Queue {task.queue_name!r} runs tasks in child processes; "
-                "a coroutine task runs on the async executor"
-            )
 
     def enqueue(
         self, task: Task[P, R], args: Sequence[Any], kwargs: dict[str, Any]

@@ -19,6 +19,8 @@ import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import django
+from django.apps import apps
 from django.conf import settings
 from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
 from django.tasks.base import TaskError
@@ -69,7 +71,12 @@ def task_of(spec: Mapping[str, Any]) -> Task[..., Any]:
     }
     if all(getattr(declared, name) == value for name, value in changes.items()):
         return declared
-    return dataclasses.replace(declared, **changes)
+    # Not `replace()`: it validates again, against this process's settings, a task
+    # that was valid where it was enqueued (a child process may have other TASKS).
+    task = object.__new__(type(declared))
+    for field in dataclasses.fields(declared):
+        object.__setattr__(task, field.name, changes.get(field.name, getattr(declared, field.name)))
+    return task
 
 
 @jumpqueue.task
@@ -94,6 +101,8 @@ async def arun_task(spec: Spec, args: list[Any], kwargs: dict[str, Any]) -> Any:
 def _attempt(
     spec: Spec, args: list[Any], kwargs: dict[str, Any]
 ) -> Iterator[tuple[Task[..., Any], TaskResult[..., Any]]]:
+    if not apps.ready:  # a child process of the "process" executor, not forked
+        django.setup()
     task = task_of(spec)
     result = _running(task, spec, args, kwargs)
     sender = type(task.get_backend())
