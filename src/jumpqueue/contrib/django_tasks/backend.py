@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import inspect
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
 import jumpqueue
+from jumpqueue.integration import current_scope
 
 from .._settings import apply_settings
 from . import checks
@@ -52,7 +54,8 @@ class JumpQueueBackend(BaseTaskBackend):
         raw = getattr(settings, "JUMPQUEUE", None) or {}
         apply_settings(raw, source="settings.JUMPQUEUE")
         self.parsed: BackendOptions = parse_options(alias, self.options, self.queues)
-        self.supports_get_result = self.parsed.keep_results and checks.journal_configured()
+        self.journaled = checks.journal_configured()
+        self.supports_get_result = self.parsed.keep_results and self.journaled
         self._calls: dict[tuple[str, str, int, bool], jumpqueue.Task[..., Any]] = {}
 
     def enqueue(
@@ -104,10 +107,14 @@ class JumpQueueBackend(BaseTaskBackend):
     ) -> TaskResult[P, R]:
         """`enqueue()` on the event loop, so that a coroutine task runs on this loop.
 
-        With `ENQUEUE_ON_COMMIT` it goes through `sync_to_async`, as database work must.
+        With `ENQUEUE_ON_COMMIT` it goes through `sync_to_async`, as database work
+        must; outside a request with a journal, through a thread, so that the
+        journal's commit does not block the loop.
         """
         if self.parsed.on_commit is not None:
             return await super().aenqueue(task, list(args), kwargs)
+        if self.journaled and current_scope() is None:
+            return await asyncio.to_thread(self.enqueue, task, args, kwargs)
         return self.enqueue(task, args, kwargs)
 
     def get_result(self, result_id: str) -> TaskResult[..., Any]:
