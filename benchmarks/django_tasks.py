@@ -7,7 +7,8 @@ Three backends of `django.tasks` in one Django project and one SQLite file (WAL)
 - `ImmediateBackend` (Django's own): runs the task inside `enqueue()`;
 - `JumpQueueBackend`: hands it to jumpqueue's pool, without a journal and
   with one (`JOURNAL`, `synchronous=FULL`: one commit per enqueue outside a
-  request; inside one, a request's tasks share one commit);
+  request; inside one, the tasks of a request share one commit, as the row
+  "10 per request" measures);
 - django-tasks-db's `DatabaseBackend`: one row per enqueue, run by its
   `db_worker` process, which looks for new rows every second (its default
   `--interval`) when it has nothing to do.
@@ -54,18 +55,39 @@ def spread(samples: list[float]) -> tuple[float, float, float]:
     return statistics.median(samples), min(samples), max(samples)
 
 
-def enqueue_cost(backend: str, calls: int, rounds: int) -> tuple[float, float, float]:
-    """Microseconds per enqueue() on `backend`: median, lowest, highest over rounds."""
+def enqueue_cost(
+    backend: str, calls: int, rounds: int, *, per_request: int = 0
+) -> tuple[float, float, float]:
+    """Microseconds per enqueue() on `backend`: median, lowest, highest over rounds.
+
+    With `per_request`, the enqueues are made that many at a time inside a request
+    scope, sealed and released as the middleware does after the response.
+    """
     from bench_django_tasks_work import noop
 
+    from jumpqueue.integration import RequestScope
+
     task = noop.using(backend=backend)
-    for _ in range(min(calls, 100)):  # warm up: connections, caches, the pool's thread
-        task.enqueue()
+
+    def run(count: int) -> None:
+        if not per_request:
+            for _ in range(count):
+                task.enqueue()
+            return
+        for _ in range(count // per_request):
+            scope = RequestScope()
+            token = scope.activate()
+            for _ in range(per_request):
+                task.enqueue()
+            scope.deactivate(token)
+            scope.seal()
+            scope.release(succeeded=True)
+
+    run(min(calls, 100))  # warm up: connections, caches, the pool's thread
     samples = []
     for _ in range(rounds):
         start = time.perf_counter()
-        for _ in range(calls):
-            task.enqueue()
+        run(calls)
         samples.append((time.perf_counter() - start) / calls * 1e6)
     return spread(samples)
 
@@ -169,6 +191,9 @@ def main() -> None:
         with busy_pool(journal=directory / "journal.db"):
             cost["JumpQueueBackend, journal"] = enqueue_cost(
                 "jumpqueue", options.calls, options.rounds
+            )
+            cost["JumpQueueBackend, journal, 10 per request"] = enqueue_cost(
+                "jumpqueue", options.calls, options.rounds, per_request=10
             )
         cost["ImmediateBackend (runs the task)"] = enqueue_cost(
             "immediate", options.calls, options.rounds
