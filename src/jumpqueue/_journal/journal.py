@@ -19,13 +19,15 @@ succeeds again.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import TYPE_CHECKING, Any
 
 from .._codec import known_task
 from .._deferred import Deferred, Status
-from .records import make_record
+from .._results import to_json
+from .records import make_record, read_result
 from .schema import CLAIMED, DONE, FAILED, HELD, PENDING, SKIPPED
 from .store import Record
 from .upkeep import Upkeep
@@ -171,17 +173,26 @@ class Journal:
         )
         self._upkeep.feed()
 
-    def started(self, record: Record) -> None:
-        """An attempt of a journaled call started (counted in the journal)."""
-        if record.written:
-            self._writer.mark(record.id, Mark(attempts=1))
+    def started(self, deferred: Deferred[Any]) -> None:
+        """An attempt of a journaled call started (counted in the journal, with who runs it)."""
+        record = deferred._record
+        if record is not None and record.written:
+            workers = json.dumps(deferred.worker_ids)
+            mark = Mark(attempts=1, attempted=deferred.attempted_at, workers=workers)
+            self._writer.mark(record.id, mark)
 
-    def settled(self, record: Record, status: Status, error: BaseException | None) -> None:
-        """A journaled call reached a final status in this process."""
+    def settled(self, deferred: Deferred[Any], status: Status, error: BaseException | None) -> None:
+        """A journaled call reached a final status in this process (with the outcome to keep)."""
+        record = deferred._record
         final = _FINAL_STATES.get(status)
-        if final is None or not record.written:
+        if final is None or record is None or not record.written:
             return
-        self._writer.mark(record.id, Mark(final=final, error=error if final == FAILED else None))
+        mark = Mark(final=final, error=error if final == FAILED else None, status=status.value)
+        if deferred._failures:
+            mark.failures = json.dumps(deferred._failures)
+        if status is Status.SUCCEEDED and record.keep_result:
+            mark.result = to_json(deferred._result)  # checked when the attempt returned
+        self._writer.mark(record.id, mark)
 
     def left_over(self, record: Record, *, running: bool, not_before: float | None) -> None:
         """At shutdown: a call that did not finish stays for the next start.
@@ -193,10 +204,12 @@ class Journal:
         if not running:
             self._writer.mark(record.id, Mark(final=PENDING, not_before=not_before))
 
-    def result(self, call_id: str) -> CallResult | None:
-        """The outcome the journal holds for that call, or None if it holds none."""
-        del call_id
-        return None
+    def result(self, call_id: str, timeout: float = COMMIT_WAIT) -> CallResult | None:
+        """The outcome the journal holds for that call, or None if it holds none (or fails)."""
+        if not self._upkeep.ready(timeout):
+            return None
+        row = self._writer.read(lambda store: store.record(call_id), timeout)
+        return None if row is None else read_result(row)
 
     def close(self, timeout: float) -> None:
         """Write what is still to be written, stop the journal's thread, close the file."""

@@ -174,13 +174,12 @@ class Dispatcher:
             return False
         deferred = attempt.deferred
         deferred.attempted_at = now = time.time()
-        if deferred.attempts == 1:
+        if not deferred.started_at:
             deferred.started_at = now
         # A child process's pid, else this process's.
         deferred.worker_ids += (worker_id(getattr(attempt.worker, "pid", None)),)
-        record = attempt.deferred._record
-        if record is not None and self.journal is not None:
-            self.journal.started(record)
+        if deferred._record is not None and self.journal is not None:
+            self.journal.started(deferred)
         return True
 
     def _timeout(self, deferred: Deferred[Any]) -> float | None:

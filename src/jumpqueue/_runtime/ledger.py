@@ -405,9 +405,8 @@ class Ledger:
             kept[deferred.id] = deferred
             if len(kept) > KEPT_RESULTS:
                 del kept[next(iter(kept))]
-        record = deferred._record
-        if record is not None and self.journal is not None:
-            self.journal.settled(record, status, error)
+        if deferred._record is not None and self.journal is not None:
+            self.journal.settled(deferred, status, error)
         return True
 
     def _remember_journaled_locked(self, deferred: Deferred[Any]) -> None:
