@@ -26,7 +26,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.tasks import TaskResult, TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTaskBackend, TaskResultDoesNotExist
-from django.tasks.signals import task_finished, task_started
+from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
@@ -288,3 +288,31 @@ def test_backend_checks_middleware_results_and_workers(
     with override_settings(TASKS=tasks_setting()):
         assert ids() == []
         assert task_backends["default"].supports_get_result is True
+
+
+def test_backend_a_failing_task_enqueued_receiver_fails_the_enqueue_and_skips_the_task(
+    tasks: ModuleType,
+) -> None:
+    def refuse(**kwargs: Any) -> None:
+        raise RuntimeError("refused by a receiver")
+
+    task_enqueued.connect(refuse)
+    try:
+        with pytest.raises(RuntimeError, match="refused by a receiver"):
+            tasks.meaning.enqueue()
+        with pytest.raises(RuntimeError, match="refused by a receiver"):
+            asyncio.run(tasks.ameaning.aenqueue())
+    finally:
+        task_enqueued.disconnect(refuse)
+    stats = jumpqueue.stats()
+    assert (stats.submitted, stats.skipped, stats.started) == (2, 2, 0)
+
+
+def test_backend_server_workers_are_read_from_the_command_line_and_environment() -> None:
+    from jumpqueue.contrib.django_tasks.checks import server_workers
+
+    assert server_workers({}, ["gunicorn", "app:wsgi"]) == 1
+    assert server_workers({"WEB_CONCURRENCY": "3"}, ["uvicorn"]) == 3
+    assert server_workers({"WEB_CONCURRENCY": "3"}, ["gunicorn", "-w", "5"]) == 5
+    assert server_workers({}, ["uvicorn", "--workers=4", "app:asgi"]) == 4
+    assert server_workers({}, ["gunicorn", "--workers"]) == 1
