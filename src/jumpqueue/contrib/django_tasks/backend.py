@@ -30,6 +30,9 @@ from .running import READY, arun_task, local_time, run_task, spec_of
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: The settings last applied to the default runtime.
+_applied: dict[str, dict[str, object]] = {}
+
 
 class JumpQueueBackend(BaseTaskBackend):
     """Runs Django tasks in this process after the response, with jumpqueue's safety rails.
@@ -52,7 +55,11 @@ class JumpQueueBackend(BaseTaskBackend):
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         raw = getattr(settings, "JUMPQUEUE", None) or {}
-        apply_settings(raw, source="settings.JUMPQUEUE")
+        # Django makes a backend per thread: the runtime follows the settings once, so
+        # that one configured by hand since (a test's) is not replaced by each thread.
+        if raw != _applied.get("JUMPQUEUE"):
+            apply_settings(raw, source="settings.JUMPQUEUE")
+            _applied["JUMPQUEUE"] = dict(raw)
         self.parsed: BackendOptions = parse_options(alias, self.options, self.queues)
         self.journaled = checks.journal_configured()
         self.supports_get_result = self.parsed.keep_results and self.journaled
