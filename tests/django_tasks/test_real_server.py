@@ -1,4 +1,4 @@
-"""The backend under gunicorn with two workers and a journal: a result read by another worker."""
+"""The backend under gunicorn (two workers) and uvicorn, one journal: results read elsewhere."""
 
 from __future__ import annotations
 
@@ -32,6 +32,15 @@ def coordinator() -> Iterator[Coordinator]:
     hub.close()
 
 
+UVICORN = ServerSpec(
+    "uvicorn",
+    lambda port: [
+        *(PY, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)),
+        *("--lifespan", "off", "--log-level", "warning", "tests.django_tasks.asgi:application"),
+    ],
+    "django",
+    ("uvicorn", "django"),
+)
 #: Requests tried before another worker than the one asked first answers.
 TRIES = 60
 
@@ -46,17 +55,20 @@ def read_by(server: RunningServer, call_id: str, pid: int, *, same: bool = False
     raise AssertionError(f"no worker (same as {pid}: {same}) read {call_id} in {TRIES} tries")
 
 
-def test_real_server_results_are_read_from_another_gunicorn_worker(
+def test_real_server_results_are_read_by_another_worker_process(
     coordinator: Coordinator, tmp_path: Path
 ) -> None:
-    missing = GUNICORN.missing()
+    missing = GUNICORN.missing() or UVICORN.missing()
     if missing is not None:
         pytest.skip(f"{missing} is not installed")
     environment = {
         "DJANGO_SETTINGS_MODULE": "tests.django_tasks.site",
         "JUMPQUEUE_JOURNAL": str(tmp_path / "journal.db"),
     }
-    with running(GUNICORN, coordinator, tmp_path, **environment) as server:
+    with (
+        running(GUNICORN, coordinator, tmp_path, **environment) as server,
+        running(UVICORN, coordinator, tmp_path, **environment) as asgi,
+    ):
         enqueued = server.get("/enqueue?tag=ok").json()
         coordinator.wait_for("ran ok")
         done = read_by(server, enqueued["id"], enqueued["pid"])
@@ -73,4 +85,9 @@ def test_real_server_results_are_read_from_another_gunicorn_worker(
         skipped = read_by(server, failed.json()["id"], failed.json()["pid"], same=True)
         assert skipped["status"] == "FAILED"
         assert skipped["errors"][-1].endswith("TaskNotRunError")
+        # Under ASGI, from a coroutine view; read by a gunicorn worker.
+        aenqueued = asgi.get("/aenqueue?tag=asgi").json()
+        coordinator.wait_for("ran asgi")
+        adone = read_by(server, aenqueued["id"], aenqueued["pid"])
+        assert adone["return_value"] == {"tag": "asgi", "pid": aenqueued["pid"]}
     assert not coordinator.seen("ran skipped")

@@ -1,4 +1,4 @@
-"""Views and tasks of the project test_real_server.py serves: enqueue, read a result, fail."""
+"""Views and tasks of the project test_real_server.py serves: enqueue, read a result."""
 
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ def enqueue(request: HttpRequest) -> HttpResponse:
     return answer(500 if "fail" in request.GET else 200, id=result.id)
 
 
+async def aenqueue(request: HttpRequest) -> HttpResponse:
+    """Enqueue `report` from a coroutine view (under ASGI)."""
+    result = await report.aenqueue(request.GET["tag"])
+    return answer(id=result.id)
+
+
 def result(request: HttpRequest) -> HttpResponse:
     """A result by id, as this worker reads it."""
     try:
@@ -55,4 +61,9 @@ def stats(request: HttpRequest) -> HttpResponse:
     return HttpResponse(common.stats_body(JumpQueueMiddleware.counters))
 
 
-urlpatterns = [path("enqueue", enqueue), path("result", result), path("stats", stats)]
+urlpatterns = [
+    path("enqueue", enqueue),
+    path("aenqueue", aenqueue),
+    path("result", result),
+    path("stats", stats),
+]
