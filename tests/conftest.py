@@ -108,6 +108,7 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "web/test_user_suite.py": ("process",),
     "django_tasks/test_real_server.py": ("server",),
     "test_recipes.py": ("process",),  # each example's suite runs in a subprocess
+    "test_examples.py": ("server", "process", "broker"),  # real servers, Redis, an rq worker
 }
 # Single tests in modules that are otherwise quick and self-contained.
 MARK_BY_TEST: dict[str, dict[str, str]] = {

@@ -15,6 +15,7 @@ import pytest
 import jumpqueue
 import jumpqueue.testing
 from jumpqueue import ConfigurationError, Status, TaskOptions
+from jumpqueue.integration import RequestScope
 
 from .conftest import RuntimeFactory
 from .executors import process_tasks
@@ -143,11 +144,23 @@ def test_a_delayed_call_is_scheduled_then_runs_when_due(make_runtime: RuntimeFac
     assert (stats.scheduled, stats.pending, stats.in_flight) == (1, 0, 1)
     assert ran.wait(10)
     assert handle.wait(10)
+    assert handle.started_at - handle.enqueued_at >= 0.2
     assert handle.status is Status.SUCCEEDED
     assert runtime.stats().scheduled == 0
     past = datetime.datetime.now(UTC) - datetime.timedelta(seconds=1)
     at_once = runtime.defer(jumpqueue.task(_whoami).options(run_after=past))
     assert at_once.result(timeout=10) == (at_once.id, 1)
+    # Deferred during a request: held for its response, then scheduled, then run.
+    scope = RequestScope()
+    token = scope.activate()
+    try:
+        held = runtime.defer(jumpqueue.task(_whoami).options(delay=0.2))
+    finally:
+        scope.deactivate(token)
+    assert held.status.value == "held"
+    scope.release(succeeded=True)
+    assert held.result(timeout=10) == (held.id, 1)
+    assert held.started_at - held.enqueued_at >= 0.2  # not before its time
 
 
 def test_a_scheduled_call_counts_in_the_bound_and_is_abandoned_at_shutdown(
@@ -220,3 +233,6 @@ def test_priorities_order_the_calls_waiting_for_a_child_process(
     process_tasks.write_file(release, "go")
     times = [handle.result(timeout=30) for handle in handles]
     assert sorted(range(len(times)), key=times.__getitem__) == STARTED_IN
+    # The child knows which call it runs.
+    who = runtime.defer(jumpqueue.task(executor="process")(jumpqueue.current_call_id))
+    assert who.result(timeout=30) == who.id

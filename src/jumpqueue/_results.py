@@ -126,16 +126,26 @@ def _path(kind: type) -> str:
     )
 
 
-_worker_id: tuple[int, str] | None = None
+#: This host's name and this process's worker id, once looked up (again in a forked child).
+_this_worker: tuple[str, str] | None = None
 
 
 def worker_id(pid: int | None = None) -> str:
     """Who runs an attempt: "host:pid" (this process unless `pid` says which)."""
-    global _worker_id  # noqa: PLW0603 -- one host name per process, looked up once
-    own = os.getpid()
-    if _worker_id is None or _worker_id[0] != own:
-        _worker_id = (own, socket.gethostname())
-    return f"{_worker_id[1]}:{pid if pid is not None else own}"
+    global _this_worker  # noqa: PLW0603 -- looked up once per process
+    if _this_worker is None:
+        host = socket.gethostname()
+        _this_worker = (host, f"{host}:{os.getpid()}")
+    return _this_worker[1] if pid is None else f"{_this_worker[0]}:{pid}"
+
+
+def _forget_worker() -> None:
+    global _this_worker  # noqa: PLW0603 -- a forked child has a pid of its own
+    _this_worker = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_worker)
 
 
 def aware(timestamp: float | None) -> datetime.datetime | None:

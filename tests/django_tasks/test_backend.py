@@ -309,7 +309,7 @@ def test_backend_a_failing_task_enqueued_receiver_fails_the_enqueue_and_skips_th
 
 
 def test_backend_server_workers_are_read_from_the_command_line_and_environment() -> None:
-    from jumpqueue.contrib.django_tasks.checks import server_workers
+    from jumpqueue.contrib.django_tasks._checks import server_workers
 
     assert server_workers({}, ["gunicorn", "app:wsgi"]) == 1
     assert server_workers({"WEB_CONCURRENCY": "3"}, ["uvicorn"]) == 3

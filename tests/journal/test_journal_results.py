@@ -75,6 +75,9 @@ def test_delayed_calls_survive_a_restart_by_priority_and_their_outcome_is_read_e
     assert {handle.status for handle in handles} == {Status.SCHEDULED}
     first.shutdown(timeout=5)  # not waited for: they stay in the journal
     assert {handle.status for handle in handles} == {Status.JOURNALED}
+    left = first.result(handles[0].id)  # read from the journal, which holds it now
+    assert left is not None
+    assert left.status is Status.SCHEDULED
     stored = records(journal_path)
     assert [stored[h.id]["priority"] for h in handles] == [0, 5, 1]
     assert all(stored[h.id]["state"] == "pending" for h in handles)

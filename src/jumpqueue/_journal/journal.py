@@ -29,7 +29,7 @@ from .._deferred import Deferred, Status
 from .._results import to_json
 from .records import make_record, read_result
 from .schema import CLAIMED, DONE, FAILED, HELD, PENDING, SKIPPED
-from .store import Record
+from .store import Record, read_once
 from .upkeep import Upkeep
 from .writer import COMMIT_WAIT, Batch, Mark, Writer
 
@@ -206,9 +206,13 @@ class Journal:
 
     def result(self, call_id: str, timeout: float = COMMIT_WAIT) -> CallResult | None:
         """The outcome the journal holds for that call, or None if it holds none (or fails)."""
-        if not self._upkeep.ready(timeout):
+        upkeep = self._upkeep
+        if upkeep.closing:  # shut down: a connection of its own, for this one read
+            row = read_once(self.path, call_id)
+        elif upkeep.ready(timeout):
+            row = self._writer.read(lambda store: store.record(call_id), timeout)
+        else:
             return None
-        row = self._writer.read(lambda store: store.record(call_id), timeout)
         return None if row is None else read_result(row)
 
     def close(self, timeout: float) -> None:

@@ -533,3 +533,17 @@ _OWNERS_SQL = (
     "AND owner IS NOT NULL AND owner != ?"
 )
 _EXHAUSTED = "its owner died {} times while it ran or waited (last: {}); not run again"
+
+
+def read_once(path: str, call_id: str) -> Row | None:
+    """The record with this id, read through a connection made for it; None if unreadable."""
+    try:
+        store = Store.open(path, create=False)
+    except engine.FILE_ERRORS:  # missing, not a journal, unreadable
+        return None
+    try:
+        return store.record(call_id)
+    except engine.FILE_ERRORS:
+        return None
+    finally:
+        store.close()

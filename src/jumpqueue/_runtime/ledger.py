@@ -145,12 +145,8 @@ class Ledger:
             self.held += 1
             deferred._holder = holder
             deferred._status = Status.HELD
-        elif self._due_later(deferred):
-            self.scheduled += 1
-            deferred._status = Status.SCHEDULED
         else:
-            self.pending += 1
-            self._wait_locked(deferred)
+            self._enter_waiting_locked(deferred)
 
     def shed_locked(self, deferred: Deferred[Any], policy: ShedPolicy) -> None:
         """Count a call the full backlog shed; it never entered it."""
@@ -193,12 +189,7 @@ class Ledger:
             else:
                 counters.submitted += 1
             self.in_flight.add(deferred)
-            if self._due_later(deferred):
-                self.scheduled += 1
-                deferred._status = Status.SCHEDULED
-            else:
-                self.pending += 1
-                self._wait_locked(deferred)
+            self._enter_waiting_locked(deferred)
         return True
 
     def refused(self, deferred: Deferred[Any], status: Status, error: BaseException) -> None:
@@ -261,6 +252,15 @@ class Ledger:
             self._move_locked(deferred, Status.PENDING)
             self._wait_locked(deferred)
         return True
+
+    def _enter_waiting_locked(self, deferred: Deferred[Any]) -> None:
+        # A new call waits for its time (scheduled), or for a worker (pending).
+        if self._due_later(deferred):
+            self.scheduled += 1
+            deferred._status = Status.SCHEDULED
+        else:
+            self.pending += 1
+            self._wait_locked(deferred)
 
     @staticmethod
     def _due_later(deferred: Deferred[Any]) -> bool:

@@ -307,9 +307,10 @@ class Runtime:
         in flight, and the last 1000 finished ones that keep their result.
         """
         deferred = self._ledger.known(call_id)
-        if deferred is not None:
-            return from_memory(deferred)
         journal = self._journaling.journal
+        # A call this runtime left to the journal may have run since, anywhere: the journal knows.
+        if deferred is not None and (journal is None or deferred.status is not Status.JOURNALED):
+            return from_memory(deferred)
         return None if journal is None else journal.result(call_id)
 
     def stats(self) -> Stats:

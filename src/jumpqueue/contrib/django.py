@@ -12,7 +12,7 @@ byte was sent (after a large body, once the client has it: see
 Unavailable` with `Retry-After`. Every thread task closes stale database
 connections before and after it runs, as Django's request cycle does.
 `finish_request()` needs jumpqueue's WSGI or ASGI middleware around the whole
-application as well (see docs/frameworks.md).
+application as well (see docs/tutorial/django.md).
 """
 
 from __future__ import annotations

@@ -18,6 +18,6 @@ mapping of jumpqueue's outcomes to `TaskResult` statuses.
 
 from __future__ import annotations
 
-from .backend import JumpQueueBackend
+from ._backend import JumpQueueBackend
 
 __all__ = ["JumpQueueBackend"]

@@ -21,11 +21,11 @@ import jumpqueue
 from jumpqueue.integration import current_scope
 
 from .._settings import apply_settings
-from . import checks
-from .commit import EnqueueScope, release_on_commit
-from .options import BackendOptions, parse_options
-from .results import task_result
-from .running import READY, arun_task, local_time, run_task, spec_of
+from . import _checks as checks
+from ._commit import EnqueueScope, release_on_commit
+from ._options import BackendOptions, parse_options
+from ._results import task_result
+from ._running import READY, arun_task, local_time, run_task, spec_of
 
 P = ParamSpec("P")
 R = TypeVar("R")

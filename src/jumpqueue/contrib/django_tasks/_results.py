@@ -10,7 +10,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 
 from jumpqueue import Status
 
-from .running import FAILED, READY, RUNNING, SUCCESSFUL, local_time, task_of
+from ._running import FAILED, READY, RUNNING, SUCCESSFUL, local_time, task_of
 
 if TYPE_CHECKING:
     from jumpqueue import CallResult
