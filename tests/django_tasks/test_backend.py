@@ -126,15 +126,20 @@ def test_backend_enqueue_on_commit_waits_for_the_transaction(tasks: ModuleType) 
                 transaction.set_rollback(True)
             assert call_of(committed).status is Status.HELD
         outside = tasks.meaning.enqueue()  # no transaction: at once
+        from_a_coroutine = asyncio.run(tasks.meaning.aenqueue())  # through sync_to_async
         failed: list[Result] = []
         with pytest.raises(RuntimeError, match="rolled back"):
             enqueue_then_fail(tasks, failed)
-        done = [settled(result) for result in (committed, rolled_back, outside, *failed)]
+        done = [
+            settled(result)
+            for result in (committed, rolled_back, outside, *failed, from_a_coroutine)
+        ]
     assert [result.status for result in done] == [
         TaskResultStatus.SUCCESSFUL,
         TaskResultStatus.FAILED,
         TaskResultStatus.SUCCESSFUL,
         TaskResultStatus.FAILED,
+        TaskResultStatus.SUCCESSFUL,
     ]
     assert "transaction rolled back" in done[1].errors[-1].traceback
 
@@ -271,6 +276,7 @@ def test_backend_a_process_queue_runs_tasks_in_a_child_that_sets_django_up(
 
 
 def test_backend_checks_middleware_results_and_workers(
+    tasks: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
     use_runtime: Callable[..., jumpqueue.Runtime],
     tmp_path: Any,
@@ -288,6 +294,9 @@ def test_backend_checks_middleware_results_and_workers(
     with override_settings(TASKS=tasks_setting()):
         assert ids() == []
         assert task_backends["default"].supports_get_result is True
+        # Outside a request, with a journal: its commit in a thread, off the loop.
+        done = settled(asyncio.run(tasks.ameaning.aenqueue()))
+        assert done.return_value == 42
 
 
 def test_backend_a_failing_task_enqueued_receiver_fails_the_enqueue_and_skips_the_task(
