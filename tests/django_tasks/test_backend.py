@@ -10,6 +10,7 @@ import asyncio
 import datetime
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -279,7 +280,7 @@ def test_backend_checks_middleware_results_and_workers(
     tasks: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
     use_runtime: Callable[..., jumpqueue.Runtime],
-    tmp_path: Any,
+    tmp_path: Path,
 ) -> None:
     def ids() -> list[str]:
         return sorted(message.id or "" for message in task_backends["default"].check())
