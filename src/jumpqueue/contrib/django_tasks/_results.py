@@ -10,7 +10,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 
 from jumpqueue import Status
 
-from ._running import FAILED, READY, RUNNING, SUCCESSFUL, local_time, task_of
+from ._running import FAILED, READY, RUNNING, SUCCESSFUL, local_time, task_errors, task_of
 
 if TYPE_CHECKING:
     from jumpqueue import CallResult
@@ -65,10 +65,7 @@ def task_result(call: CallResult) -> TaskResult[..., Any]:
         task = task_of(spec)
     except (KeyError, TypeError, ValueError, ImportError) as error:
         raise TaskResultDoesNotExist(f"{call.id}: {error}") from error
-    errors = [
-        TaskError(exception_class_path=failure.exception_class_path, traceback=failure.traceback)
-        for failure in call.errors
-    ]
+    errors = task_errors(call.errors)
     reason = REASONS.get(call.status)
     if reason is not None and not (errors and _same_class(errors[-1], reason[0])):
         errors.append(TaskError(exception_class_path=reason[0], traceback=f"{reason[1]}\n"))

@@ -16,7 +16,7 @@ import datetime
 import os
 import socket
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import django
@@ -41,14 +41,13 @@ Spec = dict[str, Any]
 
 
 def spec_of(task: Task[..., Any]) -> Spec:
-    """The Django task as JSON: its path, backend, queue, priority, run_after, takes_context."""
+    """The Django task as JSON: its path, and what `using()` may change (backend, queue, ...)."""
     return {
         "path": task.module_path,
         "backend": task.backend,
         "queue": task.queue_name,
         "priority": task.priority,
         "run_after": None if task.run_after is None else task.run_after.isoformat(),
-        "takes_context": task.takes_context,
     }
 
 
@@ -56,7 +55,8 @@ def task_of(spec: Mapping[str, Any]) -> Task[..., Any]:
     """The Django task a spec names, as it was enqueued (`using()` included).
 
     Raises:
-        ValueError: the path does not lead to a Django task.
+        ImportError: the path leads nowhere.
+        TypeError: the path does not lead to a Django task.
     """
     path = spec["path"]
     declared = import_string(path)
@@ -143,7 +143,7 @@ def _running(
         args=args,
         kwargs=kwargs,
         backend=spec["backend"],
-        errors=[],
+        errors=task_errors(known.errors if known is not None else ()),
         worker_ids=worker_ids,
     )
 
@@ -167,6 +167,14 @@ def _finish(
                 traceback="".join(traceback.format_exception(error)),
             )
         )
+
+
+def task_errors(failures: Iterable[jumpqueue.CallFailure]) -> list[TaskError]:
+    """How a call's attempts failed, as Django's `TaskError`s."""
+    return [
+        TaskError(exception_class_path=failure.exception_class_path, traceback=failure.traceback)
+        for failure in failures
+    ]
 
 
 def local_time(moment: datetime.datetime | None) -> datetime.datetime | None:
