@@ -107,6 +107,7 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "journal/test_journal_gunicorn.py": ("server", "process"),
     "web/test_user_suite.py": ("process",),
     "django_tasks/test_real_server.py": ("server",),
+    "django_tasks/test_handoff.py": ("broker", "process"),  # Redis, rq worker
     "test_recipes.py": ("process",),  # each example's suite runs in a subprocess
     "test_examples.py": ("server", "process", "broker"),  # real servers, Redis, an rq worker
 }

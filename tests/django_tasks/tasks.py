@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import threading
 from typing import Any
 
@@ -109,3 +110,10 @@ async def arecord(tag: str) -> int:
     """Note that it ran, on an event loop: which one (its id)."""
     recorded.append(tag)
     return id(asyncio.get_running_loop())
+
+
+@task
+def write(path: str, text: str) -> None:
+    """Write a file, with the writer's pid: a side effect another process can see."""
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(f"{text} by {os.getpid()}")
