@@ -168,6 +168,7 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/http_latency.py
 	$(VENV)/bin/python benchmarks/defaults.py
 	$(VENV)/bin/python benchmarks/handoff_http.py
+	$(VENV)/bin/python benchmarks/status.py
 	$(VENV)/bin/python benchmarks/overload.py --plot docs/img/overload-policies.png
 	$(VENV)/bin/python benchmarks/django_tasks.py
 

@@ -89,6 +89,19 @@ def make_runtime() -> Iterator[RuntimeFactory]:
         runtime.shutdown(timeout=5)
 
 
+@pytest.fixture
+def status_pages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Status pages and collectors made in the test leave no later runtime observed."""
+    from jumpqueue import _observe
+    from jumpqueue._runtime import reporting
+
+    monkeypatch.setattr(reporting, "_wanted", False)
+    yield
+    for observer in _observe.observers:
+        if isinstance(observer, reporting.TaskMetrics):
+            _observe.remove_observer(observer)
+
+
 # The markers declared in pyproject.toml are given here, in one place, by what a
 # test needs, so that test modules carry none of them; `make test-fast` leaves
 # out every test that has one.
@@ -108,6 +121,7 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "web/test_user_suite.py": ("process",),
     "django_tasks/test_real_server.py": ("server",),
     "django_tasks/test_handoff.py": ("broker", "process"),  # Redis, rq worker
+    "web/test_status_page.py": ("server", "process"),  # gunicorn, and headless chromium
     "test_recipes.py": ("process",),  # each example's suite runs in a subprocess
     "test_examples.py": ("server", "process", "broker"),  # real servers, Redis, an rq worker
 }
@@ -140,6 +154,11 @@ MARK_BY_TEST: dict[str, dict[str, str]] = {
     "test_shutdown.py": {
         "test_shutdown_at_interpreter_exit_drains": "process",
         "test_shutdown_in_a_forked_child_starts_over": "process",
+    },
+    "web/test_contrib_opentelemetry.py": {
+        "test_opentelemetry_real_server_process_spans_never_hang_under_the_ended_server_span": (
+            "server"
+        ),
     },
     "backends/test_handoff.py": {
         "test_handoff_backend_urls_import_their_engine_only_when_opened": "process",

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from . import _observe
 from ._exceptions import TaskNotRunError, TaskTimeoutError, WaitDeadlockError
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ class Deferred(Generic[R]):
         "_exception",
         "_failures",
         "_holder",
+        "_observed",
         "_record",
         "_result",
         "_status",
@@ -173,6 +175,8 @@ class Deferred(Generic[R]):
         self._record: Record | None = None
         #: The request scope that holds the call until its response is sent, if any.
         self._holder: Holder | None = None
+        #: The call as observers see it, once one has (see `jumpqueue.integration.add_observer`).
+        self._observed: _observe.ObservedCall | None = None
 
     def __repr__(self) -> str:
         return f"<Deferred {self.id} {self.name} {self._status.value}>"
@@ -269,6 +273,13 @@ class Deferred(Generic[R]):
             raise TimeoutError(f"{self!r} is not finished after {timeout} s")
         return self._exception
 
+    def _observed_call(self) -> _observe.ObservedCall:
+        """The call as observers see it (made now if no observer saw it deferred)."""
+        observed = self._observed
+        if observed is None:
+            observed = self._observed = _observe.ObservedCall(self.id, self.name, self.executor)
+        return observed
+
     # The runtime's ledger drives the handle through these; they are not public API.
 
     def _resolve(self, status: Status, result: Any, error: BaseException | None) -> None:
@@ -295,6 +306,8 @@ class Deferred(Generic[R]):
         self.loop = None
         self._holder = None
         self._status = status
+        if _observe.observers:
+            _observe.settled(self._observed_call(), status.value, error)
 
     def _notify(self) -> None:
         done = self._done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _observe
 from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
 from .._exceptions import ResultNotPortableError, TaskExitError, TaskTimeoutError
@@ -19,6 +21,7 @@ from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
 from .delays import Delays
+from .slowcalls import log_slow
 
 if TYPE_CHECKING:
     from .._choices import ExecutorName
@@ -54,6 +57,13 @@ class Dispatcher:
         self.retry_later: RetryLater = self._scheduler.call_later
         self.journal: Journal | None = None
         self._delays = Delays(ledger, self._scheduler, self.dispatch)
+        #: Called when the first executor is made: the runtime begins to serve here.
+        self.serving: Callable[[], None] | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The runtime's timer thread (timeouts, retries, periodic work)."""
+        return self._scheduler
 
     def open_backend(self, backend: Executor | None) -> None:
         """Hand every call's first attempt to this hand-off executor (None: keep them here)."""
@@ -87,6 +97,8 @@ class Dispatcher:
                 if executor is None:
                     executor = EXECUTORS[name](self._config, self)
                     self._made[name] = executor
+                    if self.serving is not None:
+                        self.serving()
         return executor
 
     def executor_unless_reentered(self, name: ExecutorName) -> Executor | None:
@@ -147,8 +159,12 @@ class Dispatcher:
     ) -> None:
         if deadline is None or time.monotonic() <= deadline:
             self.attempt_finished(attempt, result, error)
-        elif self._ledger.claim(attempt):
-            self._failed(attempt, self._timeout_error(attempt.deferred), Status.TIMED_OUT)
+            return
+        timeout_error = self._timeout_error(attempt.deferred)
+        if attempt.observed is not None:
+            _observe_end(attempt, "timed_out", timeout_error)
+        if self._ledger.claim(attempt):
+            self._failed(attempt, timeout_error, Status.TIMED_OUT)
 
     def close(self) -> None:
         """Stop the timers, the backend and every executor (the ledger has settled every call)."""
@@ -167,6 +183,10 @@ class Dispatcher:
         timeout = self._timeout(attempt.deferred)
         if timeout is not None:
             attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))
+        slow = self._config.slow_call_threshold
+        if slow is not None:
+            log = functools.partial(log_slow, attempt, time.monotonic(), slow)
+            attempt.slow_timer = self._scheduler.call_later(slow, log)
         return True
 
     def _begin(self, attempt: Attempt) -> bool:
@@ -180,6 +200,10 @@ class Dispatcher:
         deferred.worker_ids += (worker_id(getattr(attempt.worker, "pid", None)),)
         if deferred._record is not None and self.journal is not None:
             self.journal.started(deferred)
+        if _observe.observers:
+            attempt.observed = _observe.attempt_started(
+                deferred._observed_call(), attempt.number, deferred.context
+            )
         return True
 
     def _timeout(self, deferred: Deferred[Any]) -> float | None:
@@ -191,15 +215,16 @@ class Dispatcher:
         """An attempt ended, however it ended; ignored if its outcome was decided already."""
         if attempt.timer is not None:
             attempt.timer.cancel()
+        if attempt.slow_timer is not None:
+            attempt.slow_timer.cancel()
         if error is None and attempt.deferred.options.keep_result:
             try:
                 to_json(result)
             except ResultNotPortableError as not_portable:
-                # No retry can make the same call return something else: it fails now.
-                if self._ledger.claim(attempt):
-                    attempt.deferred._failures += (_failure(not_portable),)
-                    self._settle_failed(attempt, not_portable, Status.FAILED)
+                self._not_portable(attempt, not_portable)
                 return
+        if attempt.observed is not None:  # told before a waiter on the handle wakes
+            _observe_end(attempt, _outcome(error), error)
         if error is None:
             decided = self._ledger.succeed(attempt, result)
         else:
@@ -218,12 +243,24 @@ class Dispatcher:
         elif error is not None:
             self._failed(attempt, error, Status.FAILED)
 
+    def _not_portable(self, attempt: Attempt, error: ResultNotPortableError) -> None:
+        # A kept result JSON cannot hold: no retry can make the same call return
+        # something else, so it fails now.
+        if attempt.observed is not None:
+            _observe_end(attempt, "failed", error)
+        if self._ledger.claim(attempt):
+            attempt.deferred._failures += (_failure(error),)
+            self._settle_failed(attempt, error, Status.FAILED)
+
     def _expire(self, attempt: Attempt) -> None:
         if not self._ledger.claim(attempt):
             return
         deferred = attempt.deferred
         self.executor(deferred.executor).expire(attempt)
-        self._failed(attempt, self._timeout_error(deferred), Status.TIMED_OUT)
+        error = self._timeout_error(deferred)
+        if attempt.observed is not None:
+            _observe_end(attempt, "timed_out", error)
+        self._failed(attempt, error, Status.TIMED_OUT)
 
     def _timeout_error(self, deferred: Deferred[Any]) -> TaskTimeoutError:
         timeout = self._timeout(deferred)
@@ -272,6 +309,23 @@ class Dispatcher:
 def _failure(error: BaseException) -> tuple[str, str]:
     failure = CallFailure.of(error)
     return failure.exception_class_path, failure.traceback
+
+
+def _outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "succeeded"
+    # Cancelled by its event loop closing, not by a timeout (which tells its own end).
+    return "abandoned" if isinstance(error, asyncio.CancelledError) else "failed"
+
+
+def _observe_end(attempt: Attempt, outcome: str, error: BaseException | None) -> None:
+    # Whoever takes the attempt's observers first tells them: the attempt's end, or its timeout.
+    started = _observe.take_started(attempt)
+    if started:
+        deferred = attempt.deferred
+        _observe.attempt_finished(
+            started, deferred._observed_call(), attempt.number, outcome, error
+        )
 
 
 def _exit_error(deferred: Deferred[Any], error: BaseException) -> TaskExitError:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _observe
 from .._choices import SHED_POLICIES, ShedPolicy
 from .._deferred import Deferred, Holder, Status, is_live
 
@@ -152,6 +153,8 @@ class Ledger:
         """Count a call the full backlog shed; it never entered it."""
         self.counters.submitted += 1
         self.counters.shed[policy] += 1
+        if _observe.observers:
+            _observe.shed(deferred._observed_call(), policy)
         deferred._resolve(Status.SHED, None, None)
 
     # -- calls that come in another way --------------------------------------------------------
@@ -169,6 +172,8 @@ class Ledger:
             else:
                 counters.journal_fallbacks += 1
                 counters.shed["reject"] += 1
+                if _observe.observers:
+                    _observe.shed(deferred._observed_call(), "reject")
                 deferred._resolve(Status.SHED, None, None)
 
     def adopt(self, deferred: Deferred[Any]) -> bool:

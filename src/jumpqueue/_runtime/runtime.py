@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+from .. import _observe
 from .._codec import check_portable
 from .._config import Config, check_seconds, shown
 from .._deferred import Deferred, Status
@@ -45,6 +46,7 @@ from .dispatch import Dispatcher
 from .handoff import HandOffOutcomes
 from .journaling import JournalLink
 from .ledger import HandOffCounts, Ledger
+from .reporting import StatusReporter
 from .requests import HeldCalls
 
 if TYPE_CHECKING:
@@ -111,6 +113,15 @@ class Runtime:
         dispatcher.open_backend(backend)
         if backend is not None:
             ledger.counters.backends[backend.name] = HandOffCounts()
+        self._reporter = StatusReporter(
+            config.status_dir,
+            self.stats,
+            dispatcher.scheduler,
+            config.slow_call_threshold,
+            lambda: len(ledger.in_flight),  # a read of a set's size needs no lock
+        )
+        if config.status_dir is not None:
+            dispatcher.serving = self._reporter.start
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "closing" if self.closed else "open"
@@ -202,6 +213,14 @@ class Runtime:
             self._place(verdict, deferred, holder, executor, journal)
         return deferred
 
+    def _observe_deferred(self, deferred: Deferred[Any]) -> None:
+        # In the caller's context: a producer span is the current request's child.
+        backend = self._dispatcher.backend
+        destination = (
+            deferred.executor if backend is None else getattr(backend, "destination", backend.name)
+        )
+        deferred._observed = _observe.deferred(deferred.id, deferred.name, destination)
+
     def _place(
         self,
         verdict: Verdict,
@@ -265,6 +284,8 @@ class Runtime:
         # Where the call's first attempt goes, once it has checked the call; None when a
         # signal handler's call must not wait for the executor being made under it.
         dispatcher = self._dispatcher
+        if _observe.observers and deferred._observed is None:
+            self._observe_deferred(deferred)
         name = deferred.executor
         executor = dispatcher.executors.get(name) or dispatcher.executor_unless_reentered(name)
         if executor is None:
@@ -349,6 +370,16 @@ class Runtime:
                 },
             )
 
+    def status_snapshot(self) -> dict[str, Any]:
+        """This runtime in this process as plain data, for the status page and the collector.
+
+        Reporting begins with the first call: per-task counters and histograms
+        count from then on, and with `status_dir` set, the snapshot is written
+        there once a second.
+        """
+        self._reporter.start()
+        return self._reporter.snapshot()
+
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop admitting, drain for up to `timeout` seconds, then abandon the rest.
 
@@ -372,7 +403,9 @@ class Runtime:
             self._stopped.wait(timeout)
             return
         _log_leftovers(leftovers, timeout)
+        # The timer thread stops first: no snapshot is written after the last one is folded.
         self._dispatcher.close()
+        self._reporter.close()
         journal = self._journaling.journal
         if journal is not None:
             journal.close(_JOURNAL_CLOSE_WAIT)
@@ -413,6 +446,7 @@ class Runtime:
 
     def _after_fork_in_child(self) -> None:
         # Threads do not survive fork: the child starts over with the same configuration.
+        self._reporter.detach()
         if not self.closed:
             self._build()
 

@@ -216,6 +216,7 @@ class AsyncExecutor:
             expired = attempt not in self._slots  # timed out before its task existed
             if not expired:
                 self._slots[attempt] = task
+                attempt.worker = task  # for the slow-call log
         if expired:
             task.stop()
         task.add_done_callback(lambda done: self._finished(attempt, done))
@@ -257,6 +258,7 @@ class AsyncExecutor:
             error, result = task.exception(), None
         else:
             result, error = task.result()
+        attempt.worker = None
         self._host.attempt_finished(attempt, result, error)
         self._release(attempt, task)
 
