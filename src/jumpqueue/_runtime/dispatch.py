@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -10,13 +11,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _observe
 from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
-from .._exceptions import TaskExitError, TaskTimeoutError
+from .._exceptions import ResultNotPortableError, TaskExitError, TaskTimeoutError
 from .._reentry import take
+from .._results import CallFailure, to_json, worker_id
 from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
+from .delays import Delays
+from .slowcalls import log_slow
 
 if TYPE_CHECKING:
     from .._choices import ExecutorName
@@ -51,6 +56,14 @@ class Dispatcher:
         self.backend: Executor | None = None
         self.retry_later: RetryLater = self._scheduler.call_later
         self.journal: Journal | None = None
+        self._delays = Delays(ledger, self._scheduler, self.dispatch)
+        #: Called when the first executor is made: the runtime begins to serve here.
+        self.serving: Callable[[], None] | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The runtime's timer thread (timeouts, retries, periodic work)."""
+        return self._scheduler
 
     def open_backend(self, backend: Executor | None) -> None:
         """Hand every call's first attempt to this hand-off executor (None: keep them here)."""
@@ -84,6 +97,8 @@ class Dispatcher:
                 if executor is None:
                     executor = EXECUTORS[name](self._config, self)
                     self._made[name] = executor
+                    if self.serving is not None:
+                        self.serving()
         return executor
 
     def executor_unless_reentered(self, name: ExecutorName) -> Executor | None:
@@ -105,6 +120,13 @@ class Dispatcher:
             return
         self.executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
 
+    def dispatch_when_due(self, deferred: Deferred[Any]) -> None:
+        """`dispatch()` a pending call now, a scheduled one when its time has come."""
+        if deferred._status is Status.SCHEDULED:
+            self._delays.schedule(deferred)
+        else:
+            self.dispatch(deferred)
+
     def run_inline(self, deferred: Deferred[Any]) -> None:
         """Run an admitted call now, in the caller's thread (the "inline" overload policy).
 
@@ -113,10 +135,10 @@ class Dispatcher:
         past its timeout ends "timed_out" (retried as its task says), as a late
         return from a pool thread does.
         """
-        if deferred.loop is not None:
-            # A coroutine cannot run to completion inside its caller's running loop:
-            # it goes to that loop past the backlog bound instead.
-            self.dispatch(deferred)
+        if deferred.loop is not None or deferred._status is Status.SCHEDULED:
+            # Not now: a call waits for its time; a coroutine cannot run to completion
+            # inside its caller's running loop: it goes to that loop past the bound instead.
+            self.dispatch_when_due(deferred)
             return
         attempt = Attempt(deferred, 1)
         if not self._begin(attempt):
@@ -137,8 +159,12 @@ class Dispatcher:
     ) -> None:
         if deadline is None or time.monotonic() <= deadline:
             self.attempt_finished(attempt, result, error)
-        elif self._ledger.claim(attempt):
-            self._failed(attempt, self._timeout_error(attempt.deferred), Status.TIMED_OUT)
+            return
+        timeout_error = self._timeout_error(attempt.deferred)
+        if attempt.observed is not None:
+            _observe_end(attempt, "timed_out", timeout_error)
+        if self._ledger.claim(attempt):
+            self._failed(attempt, timeout_error, Status.TIMED_OUT)
 
     def close(self) -> None:
         """Stop the timers, the backend and every executor (the ledger has settled every call)."""
@@ -157,14 +183,27 @@ class Dispatcher:
         timeout = self._timeout(attempt.deferred)
         if timeout is not None:
             attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))
+        slow = self._config.slow_call_threshold
+        if slow is not None:
+            log = functools.partial(log_slow, attempt, time.monotonic(), slow)
+            attempt.slow_timer = self._scheduler.call_later(slow, log)
         return True
 
     def _begin(self, attempt: Attempt) -> bool:
         if not self._ledger.begin(attempt):
             return False
-        record = attempt.deferred._record
-        if record is not None and self.journal is not None:
-            self.journal.started(record)
+        deferred = attempt.deferred
+        deferred.attempted_at = now = time.time()
+        if not deferred.started_at:
+            deferred.started_at = now
+        # A child process's pid, else this process's.
+        deferred.worker_ids += (worker_id(getattr(attempt.worker, "pid", None)),)
+        if deferred._record is not None and self.journal is not None:
+            self.journal.started(deferred)
+        if _observe.observers:
+            attempt.observed = _observe.attempt_started(
+                deferred._observed_call(), attempt.number, deferred.context
+            )
         return True
 
     def _timeout(self, deferred: Deferred[Any]) -> float | None:
@@ -176,6 +215,16 @@ class Dispatcher:
         """An attempt ended, however it ended; ignored if its outcome was decided already."""
         if attempt.timer is not None:
             attempt.timer.cancel()
+        if attempt.slow_timer is not None:
+            attempt.slow_timer.cancel()
+        if error is None and attempt.deferred.options.keep_result:
+            try:
+                to_json(result)
+            except ResultNotPortableError as not_portable:
+                self._not_portable(attempt, not_portable)
+                return
+        if attempt.observed is not None:  # told before a waiter on the handle wakes
+            _observe_end(attempt, _outcome(error), error)
         if error is None:
             decided = self._ledger.succeed(attempt, result)
         else:
@@ -194,12 +243,24 @@ class Dispatcher:
         elif error is not None:
             self._failed(attempt, error, Status.FAILED)
 
+    def _not_portable(self, attempt: Attempt, error: ResultNotPortableError) -> None:
+        # A kept result JSON cannot hold: no retry can make the same call return
+        # something else, so it fails now.
+        if attempt.observed is not None:
+            _observe_end(attempt, "failed", error)
+        if self._ledger.claim(attempt):
+            attempt.deferred._failures += (_failure(error),)
+            self._settle_failed(attempt, error, Status.FAILED)
+
     def _expire(self, attempt: Attempt) -> None:
         if not self._ledger.claim(attempt):
             return
         deferred = attempt.deferred
         self.executor(deferred.executor).expire(attempt)
-        self._failed(attempt, self._timeout_error(deferred), Status.TIMED_OUT)
+        error = self._timeout_error(deferred)
+        if attempt.observed is not None:
+            _observe_end(attempt, "timed_out", error)
+        self._failed(attempt, error, Status.TIMED_OUT)
 
     def _timeout_error(self, deferred: Deferred[Any]) -> TaskTimeoutError:
         timeout = self._timeout(deferred)
@@ -208,7 +269,7 @@ class Dispatcher:
     def _failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
         deferred = attempt.deferred
         options = deferred.options
-        outcome = "timed out" if status is Status.TIMED_OUT else "failed"
+        deferred._failures += (_failure(error),)
         if attempt.number <= options.retries and isinstance(error, options.retry_on):
             delay = options.retry_delay(attempt.number - 1)
             if not self._ledger.retry(deferred):
@@ -219,13 +280,18 @@ class Dispatcher:
                 deferred.id,
                 attempt.number,
                 options.retries + 1,
-                outcome,
+                "timed out" if status is Status.TIMED_OUT else "failed",
                 type(error).__name__,
                 error,
                 delay,
             )
             self.retry_later(delay, lambda: self.dispatch(deferred))
             return
+        self._settle_failed(attempt, error, status)
+
+    def _settle_failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
+        deferred = attempt.deferred
+        outcome = "timed out" if status is Status.TIMED_OUT else "failed"
         logger.error(
             "jumpqueue: %s [%s] %s after %d attempt(s)",
             deferred.name,
@@ -238,6 +304,28 @@ class Dispatcher:
             # Whoever waits on the handle must not be ended by the call's own exit.
             error = _exit_error(deferred, error)
         self._ledger.settle(deferred, status, None, error)
+
+
+def _failure(error: BaseException) -> tuple[str, str]:
+    failure = CallFailure.of(error)
+    return failure.exception_class_path, failure.traceback
+
+
+def _outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "succeeded"
+    # Cancelled by its event loop closing, not by a timeout (which tells its own end).
+    return "abandoned" if isinstance(error, asyncio.CancelledError) else "failed"
+
+
+def _observe_end(attempt: Attempt, outcome: str, error: BaseException | None) -> None:
+    # Whoever takes the attempt's observers first tells them: the attempt's end, or its timeout.
+    started = _observe.take_started(attempt)
+    if started:
+        deferred = attempt.deferred
+        _observe.attempt_finished(
+            started, deferred._observed_call(), attempt.number, outcome, error
+        )
 
 
 def _exit_error(deferred: Deferred[Any], error: BaseException) -> TaskExitError:
