@@ -33,11 +33,9 @@ def lower_priority(priority: ProcessPriority) -> None:
         return
     niceness = NICENESS[priority]
     if hasattr(os, "setpriority"):
-        try:
+        with contextlib.suppress(OSError):
             niceness = max(os.getpriority(os.PRIO_PROCESS, 0), niceness)
             os.setpriority(os.PRIO_PROCESS, 0, niceness)
-        except OSError:
-            pass
     if priority == "idle" and has_idle_class():
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
