@@ -196,13 +196,30 @@ def shed(call: ObservedCall, policy: str) -> None:
         _call(observer, "shed", call, policy)
 
 
-class _Observed(Protocol):
-    observed: Started | None
+class Attempted(Protocol):
+    """One attempt of a call, as `watch` and `unwatch` see it (hashed by identity)."""
+
+    @property
+    def number(self) -> int:
+        """Its number, from 1."""
 
 
-def take_started(holder: _Observed) -> Started | None:
-    """Take `holder.observed` (an attempt's observers) once: None for every later taker."""
-    with _lock:
-        started: Started | None = holder.observed
-        holder.observed = None
-    return started
+#: The attempts observers saw start and not yet end, with those observers: empty (and so
+#: one truthiness check at an attempt's end) while nothing is observed.
+watched: dict[Attempted, Started] = {}
+
+
+def watch(attempt: Attempted, call: ObservedCall, context: contextvars.Context | None) -> None:
+    """Tell every observer `attempt` starts, and remember who saw it for its end."""
+    started = attempt_started(call, attempt.number, context)
+    if started:
+        watched[attempt] = started
+
+
+def unwatch(
+    attempt: Attempted, call: ObservedCall, outcome: str, error: BaseException | None
+) -> None:
+    """Tell the observers that saw `attempt` start how it ended; only the first caller does."""
+    started = watched.pop(attempt, None)  # atomic: an end and a timeout may race
+    if started:
+        attempt_finished(started, call, attempt.number, outcome, error)
