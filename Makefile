@@ -22,7 +22,7 @@ PYVERSIONS := 3.10 3.11 3.12 3.13
 PY ?= $(or $(call find_py,3.13),$(call find_py,3.12),$(call find_py,3.11),$(call find_py,3.10),python3)
 
 # Source dirs that exist (benchmarks/ may not yet).
-CODE_DIRS := $(wildcard src tests benchmarks examples)
+CODE_DIRS := $(wildcard src tests benchmarks examples docs/hooks)
 
 # ------------------------------------------------------------ virtualenvs
 # A stamp file records the last install: re-running is instant, but an
@@ -40,7 +40,7 @@ $(VENV)/bin/python:
 
 $(STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test,demo,sqlite]'
+	$(VENV)/bin/python -m pip install -q -e '.[test,demo,sqlite,docs]'
 	@touch $@
 
 # Per-version venvs for the compatibility legs: .venv-3.10, .venv-3.11, ...
@@ -79,7 +79,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(CODE_DIRS)
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict src tests examples
+	$(VENV)/bin/mypy --strict src tests examples docs/hooks
 
 # Branch coverage, subprocesses included: `coverage run` (not pytest-cov) so
 # the pytest11 plugin is imported while measuring; pyproject's
@@ -104,8 +104,17 @@ $(addprefix test-,$(PYVERSIONS)): test-%:
 	echo "--- pytest on $$(.venv-$*/bin/python -V)"; \
 	.venv-$*/bin/python -m pytest
 
-# Newest Python with lint, types and coverage, then the oldest supported one.
-test: lint typecheck cov test-3.10
+# Newest Python with lint, types, the docs and coverage, then the oldest supported one.
+test: lint typecheck docs cov test-3.10
+
+# The documentation site (mkdocs.yml), built into site/. --strict: a broken
+# link, a missing page or a reference to a name that is not there fails.
+.PHONY: docs docs-serve
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 # The unit tests alone, in under a minute: no real servers, brokers, child
 # processes or tmpfs mounts (the markers tests/conftest.py gives).
@@ -139,9 +148,11 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/http_latency.py
 	$(VENV)/bin/python benchmarks/defaults.py
 	$(VENV)/bin/python benchmarks/handoff_http.py
+	$(VENV)/bin/python benchmarks/status.py
+	$(VENV)/bin/python benchmarks/overload.py --plot docs/img/overload-policies.png
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache \
-	  .coverage .coverage.* htmlcov dist build
+	  .coverage .coverage.* htmlcov dist build site
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} + \
 	  -o -name '*.egg-info' -type d -prune -exec rm -rf {} +

@@ -89,6 +89,19 @@ def make_runtime() -> Iterator[RuntimeFactory]:
         runtime.shutdown(timeout=5)
 
 
+@pytest.fixture
+def status_pages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Status pages and collectors made in the test leave no later runtime observed."""
+    from jumpqueue import _observe
+    from jumpqueue._runtime import reporting
+
+    monkeypatch.setattr(reporting, "_wanted", False)
+    yield
+    for observer in _observe.observers:
+        if isinstance(observer, reporting.TaskMetrics):
+            _observe.remove_observer(observer)
+
+
 # The markers declared in pyproject.toml are given here, in one place, by what a
 # test needs, so that test modules carry none of them; `make test-fast` leaves
 # out every test that has one.
@@ -106,7 +119,9 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "executors/test_process_gunicorn.py": ("server", "process"),
     "journal/test_journal_gunicorn.py": ("server", "process"),
     "web/test_user_suite.py": ("process",),
+    "web/test_status_page.py": ("server", "process"),  # gunicorn, and headless chromium
     "test_recipes.py": ("process",),  # each example's suite runs in a subprocess
+    "test_examples.py": ("server", "process", "broker"),  # real servers, Redis, an rq worker
 }
 # Single tests in modules that are otherwise quick and self-contained.
 MARK_BY_TEST: dict[str, dict[str, str]] = {

@@ -115,6 +115,11 @@ class Config:
         on_journal_error: when the journal cannot be written (full disk,
             read-only file): "memory" runs the call without it; "overload"
             applies the task's overload policy as if the backlog were full.
+        status_dir: a directory where each server worker process writes a
+            snapshot of its counters once a second, so that the status page
+            and the Prometheus collector of any worker show the sum over all
+            of them (one directory per server; it is created, private to its
+            user); None (the default) writes nothing: they show one process.
 
     Raises:
         ConfigurationError: a value is out of range; the message names the field.
@@ -147,6 +152,7 @@ class Config:
     journal_retention: float = 7 * 24 * 3600.0
     journal_lease: float = 30.0
     on_journal_error: JournalErrorPolicy = "memory"
+    status_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_workers", "max_async", "max_pending"):
@@ -190,17 +196,11 @@ class Config:
         check_seconds("handoff_timeout", self.handoff_timeout, allow_zero=False)
         check_choice("on_handoff_error", self.on_handoff_error, HANDOFF_POLICIES)
         self._check_journal()
+        status_dir = _path("status_dir", self.status_dir, "a directory path")
+        object.__setattr__(self, "status_dir", status_dir)
 
     def _check_journal(self) -> None:
-        journal: object = self.journal
-        if isinstance(journal, os.PathLike):
-            journal = os.fspath(journal)
-        if journal is not None:
-            if not isinstance(journal, str) or not journal.strip():
-                raise ConfigurationError(
-                    f"journal must be a file path or None, not {shown(journal)}"
-                )
-            object.__setattr__(self, "journal", os.path.expanduser(journal))
+        object.__setattr__(self, "journal", _path("journal", self.journal, "a file path"))
         synchronous: object = self.journal_synchronous
         if isinstance(synchronous, str):
             object.__setattr__(self, "journal_synchronous", synchronous.upper())
@@ -285,6 +285,7 @@ class ConfigOptions(TypedDict, total=False):
     journal_retention: float
     journal_lease: float
     on_journal_error: JournalErrorPolicy
+    status_dir: str | os.PathLike[str] | None
 
 
 def _warn_unknown_variables(environ: Mapping[str, str], known: list[str]) -> None:
@@ -382,6 +383,17 @@ def redact(url: str) -> str:
     if not found or not at or ":" not in credentials:
         return url
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
+
+
+def _path(name: str, value: object, what: str) -> str | None:
+    # A path option: None, or a non-empty str or path-like, with "~" expanded.
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be {what} or None, not {shown(value)}")
+    return os.path.expanduser(value)
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

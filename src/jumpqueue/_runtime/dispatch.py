@@ -58,6 +58,13 @@ class Dispatcher:
         self._slow_threshold = config.slow_call_threshold
         #: The slow-call log's timer of each running attempt (when `slow_call_threshold` is set).
         self._slow_timers: dict[Attempt, Timer] = {}
+        #: Called when the first executor is made: the runtime begins to serve here.
+        self.serving: Callable[[], None] | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The runtime's timer thread (timeouts, retries, periodic work)."""
+        return self._scheduler
 
     def open_backend(self, backend: Executor | None) -> None:
         """Hand every call's first attempt to this hand-off executor (None: keep them here)."""
@@ -91,6 +98,8 @@ class Dispatcher:
                 if executor is None:
                     executor = EXECUTORS[name](self._config, self)
                     self._made[name] = executor
+                    if self.serving is not None:
+                        self.serving()
         return executor
 
     def executor_unless_reentered(self, name: ExecutorName) -> Executor | None:

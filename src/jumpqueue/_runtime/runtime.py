@@ -45,6 +45,7 @@ from .dispatch import Dispatcher
 from .handoff import HandOffOutcomes
 from .journaling import JournalLink
 from .ledger import HandOffCounts, Ledger
+from .reporting import StatusReporter
 from .requests import HeldCalls
 
 if TYPE_CHECKING:
@@ -111,6 +112,15 @@ class Runtime:
         dispatcher.open_backend(backend)
         if backend is not None:
             ledger.counters.backends[backend.name] = HandOffCounts()
+        self._reporter = StatusReporter(
+            config.status_dir,
+            self.stats,
+            dispatcher.scheduler,
+            config.slow_call_threshold,
+            lambda: len(ledger.in_flight),  # a read of a set's size needs no lock
+        )
+        if config.status_dir is not None:
+            dispatcher.serving = self._reporter.start
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "closing" if self.closed else "open"
@@ -341,6 +351,16 @@ class Runtime:
                 },
             )
 
+    def status_snapshot(self) -> dict[str, Any]:
+        """This runtime in this process as plain data, for the status page and the collector.
+
+        Reporting begins with the first call: per-task counters and histograms
+        count from then on, and with `status_dir` set, the snapshot is written
+        there once a second.
+        """
+        self._reporter.start()
+        return self._reporter.snapshot()
+
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop admitting, drain for up to `timeout` seconds, then abandon the rest.
 
@@ -364,7 +384,9 @@ class Runtime:
             self._stopped.wait(timeout)
             return
         _log_leftovers(leftovers, timeout)
+        # The timer thread stops first: no snapshot is written after the last one is folded.
         self._dispatcher.close()
+        self._reporter.close()
         journal = self._journaling.journal
         if journal is not None:
             journal.close(_JOURNAL_CLOSE_WAIT)
@@ -405,6 +427,7 @@ class Runtime:
 
     def _after_fork_in_child(self) -> None:
         # Threads do not survive fork: the child starts over with the same configuration.
+        self._reporter.detach()
         if not self.closed:
             self._build()
 
