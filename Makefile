@@ -63,6 +63,18 @@ $(BENCH_STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	@touch $@
 
+# The Django Tasks backend on the other Django release with `django.tasks` (the
+# main venv has the newest; Django 6 needs Python 3.12+): its own small venv.
+DJANGO_OTHER := 6.0
+DJANGO_VENV := .venv-django-$(DJANGO_OTHER)
+
+$(DJANGO_VENV)/.installed: $(INSTALL_INPUTS)
+	$(PY) -m venv $(DJANGO_VENV)
+	$(DJANGO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DJANGO_VENV)/bin/python -m pip install -q -e '.[sqlite]' pytest pytest-timeout \
+	  hypothesis 'django~=$(DJANGO_OTHER).0'
+	@touch $@
+
 # Pattern-built venvs are not throwaway intermediates: keep them.
 .PRECIOUS: .venv-%/bin/python .venv-%/.installed
 
@@ -104,8 +116,16 @@ $(addprefix test-,$(PYVERSIONS)): test-%:
 	echo "--- pytest on $$(.venv-$*/bin/python -V)"; \
 	.venv-$*/bin/python -m pytest
 
-# Newest Python with lint, types, the docs and coverage, then the oldest supported one.
-test: lint typecheck docs cov test-3.10
+# The backend's conformance and in-process tests on Django $(DJANGO_OTHER) (seconds).
+.PHONY: test-django
+test-django: $(DJANGO_VENV)/.installed
+	@echo "--- Django Tasks backend on Django $$($(DJANGO_VENV)/bin/python -m django --version)"
+	$(DJANGO_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  tests/django_tasks/test_conformance.py tests/django_tasks/test_backend.py
+
+# Newest Python with lint, types, the docs and coverage, then the oldest supported
+# one, then the Django Tasks backend on the other Django release.
+test: lint typecheck docs cov test-3.10 test-django
 
 # The documentation site (mkdocs.yml), built into site/. --strict: a broken
 # link, a missing page or a reference to a name that is not there fails.
@@ -150,6 +170,7 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/handoff_http.py
 	$(VENV)/bin/python benchmarks/status.py
 	$(VENV)/bin/python benchmarks/overload.py --plot docs/img/overload-policies.png
+	$(VENV)/bin/python benchmarks/django_tasks.py
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache \

@@ -119,12 +119,17 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "executors/test_process_gunicorn.py": ("server", "process"),
     "journal/test_journal_gunicorn.py": ("server", "process"),
     "web/test_user_suite.py": ("process",),
+    "django_tasks/test_real_server.py": ("server",),
+    "django_tasks/test_handoff.py": ("broker", "process"),  # Redis, rq worker
     "web/test_status_page.py": ("server", "process"),  # gunicorn, and headless chromium
     "test_recipes.py": ("process",),  # each example's suite runs in a subprocess
     "test_examples.py": ("server", "process", "broker"),  # real servers, Redis, an rq worker
 }
 # Single tests in modules that are otherwise quick and self-contained.
 MARK_BY_TEST: dict[str, dict[str, str]] = {
+    "django_tasks/test_backend.py": {
+        "test_backend_a_process_queue_runs_tasks_in_a_child_that_sets_django_up": "process",
+    },
     "test_check_cli.py": {
         "test_check_a_reachable_redis_for_rq_and_a_flask_application_factory_gets_a_note": (
             "broker"
@@ -142,6 +147,9 @@ MARK_BY_TEST: dict[str, dict[str, str]] = {
     },
     "test_signals.py": {
         "test_signal_handler_defer_on_top_of_the_process_queue_is_handed_over": "process",
+    },
+    "test_scheduling.py": {
+        "test_priorities_order_the_calls_waiting_for_a_child_process": "process",
     },
     "test_shutdown.py": {
         "test_shutdown_at_interpreter_exit_drains": "process",

@@ -8,6 +8,8 @@ import jumpqueue
 from jumpqueue import integration
 
 EXPECTED = [
+    "CallFailure",
+    "CallResult",
     "Config",
     "ConfigurationError",
     "Deferred",
@@ -18,13 +20,17 @@ EXPECTED = [
     "RuntimeClosedError",
     "Stats",
     "Status",
+    "ResultNotPortableError",
     "Task",
     "TaskNotRunError",
     "TaskOptions",
     "TaskTimeoutError",
     "configure",
+    "current_attempt",
+    "current_call_id",
     "defer",
     "get_runtime",
+    "result",
     "shutdown",
     "stats",
     "task",

@@ -108,8 +108,9 @@ class Config:
             "NORMAL" (it survives a crash of the process, not of the machine).
         serializer: how journaled arguments are stored: "json", or "pickle"
             to opt in for every task (`TaskOptions.serializer` overrides it).
-        journal_retention: seconds done and skipped records are kept; failed
-            and quarantined ones are kept until purged.
+        journal_retention: seconds done and skipped records (and the outcomes
+            `jumpqueue.result()` reads in them) are kept; failed and
+            quarantined ones are kept until purged.
         journal_lease: seconds a process owns a record without renewing its
             lease (it renews it every third of that while it lives).
         on_journal_error: when the journal cannot be written (full disk,

@@ -7,6 +7,7 @@ import enum
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -26,11 +27,15 @@ R = TypeVar("R")
 class Status(str, enum.Enum):
     """Where a deferred call is in its life; every status after RUNNING is final.
 
+    SCHEDULED: admitted, waiting for its time (`delay`, `run_after`); it
+    becomes PENDING when due.
+
     HANDED_OFF is final for this process: the call went to a distributed engine
     (`backend=`), which now owns its outcome.
     """
 
     HELD = "held"
+    SCHEDULED = "scheduled"
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -52,8 +57,13 @@ class Status(str, enum.Enum):
 
 
 def is_live(status: Status) -> bool:
-    """True while a call is held, pending or running (identity tests: enum hashing is slow)."""
-    return status is Status.HELD or status is Status.PENDING or status is Status.RUNNING
+    """True while a call is held, scheduled, pending or running (identity tests: fast)."""
+    return (
+        status is Status.PENDING
+        or status is Status.RUNNING
+        or status is Status.HELD
+        or status is Status.SCHEDULED
+    )
 
 
 _NOT_RUN = (Status.SHED, Status.SKIPPED, Status.ABANDONED, Status.JOURNALED)
@@ -95,26 +105,38 @@ class Deferred(Generic[R]):
         name: the task's name (by default the function's import path).
         options: the task options in force for this call.
         attempts: how many times the call has started.
+        enqueued_at, started_at, attempted_at, finished_at: `time.time()` when
+            the call was deferred, when its first and its last attempt started,
+            when it became final (0.0: not yet).
+        start_at: `time.time()` before which it may not start (`delay`,
+            `run_after`), or None.
     """
 
     __slots__ = (
         "_done",
         "_exception",
+        "_failures",
         "_holder",
         "_observed",
         "_record",
         "_result",
         "_status",
         "args",
+        "attempted_at",
         "attempts",
         "context",
+        "enqueued_at",
         "executor",
+        "finished_at",
         "fn",
         "id",
         "kwargs",
         "loop",
         "name",
         "options",
+        "start_at",
+        "started_at",
+        "worker_ids",
     )
 
     def __init__(  # noqa: PLR0917 -- on the defer() hot path, positional is cheaper
@@ -139,6 +161,12 @@ class Deferred(Generic[R]):
         self.context = context
         self.loop = loop
         self.attempts = 0
+        self.enqueued_at = time.time()
+        self.started_at = self.attempted_at = self.finished_at = 0.0
+        self.start_at: float | None = options.start_at()
+        #: Who ran each attempt ("host:pid"), and how each failed attempt failed.
+        self.worker_ids: tuple[str, ...] = ()
+        self._failures: tuple[tuple[str, str], ...] = ()
         self._status = Status.PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
@@ -269,9 +297,12 @@ class Deferred(Generic[R]):
             error = TaskNotRunError(f"{self.name} [{self.id}] was {status.value}", status=status)
         self._result = result
         self._exception = error
-        # Free what the call held: a finished handle may be kept long after.
-        self.args = ()
-        self.kwargs = {}
+        self.finished_at = time.time()
+        # Free what the call held: a finished handle may be kept long after (unless
+        # its outcome is kept, with what it was called with).
+        if not self.options.keep_result:
+            self.args = ()
+            self.kwargs = {}
         self.context = None
         self.loop = None
         self._holder = None

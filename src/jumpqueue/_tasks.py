@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import inspect
 import math
 import random
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
@@ -38,6 +40,8 @@ T = TypeVar("T")
 
 #: Longest wait between two retries, whatever the backoff doubles to.
 MAX_RETRY_DELAY = 300.0
+#: The range of `TaskOptions.priority` (Django's Tasks API uses the same).
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
 #: Doublings past this many change nothing (2**64 seconds outlast any backoff's cap), and
 #: `2**1024` would not even convert to a float.
 _MAX_DOUBLINGS = 64
@@ -69,6 +73,16 @@ class TaskOptions:
             or "pickle" to opt in; None for the runtime's setting.
         on_handoff_error: what happens when the backend cannot take the call:
             "local", "journal" or "raise"; None for the runtime's setting.
+        priority: -100..100; among calls waiting for a worker of the same
+            pool, higher ones start first (equal ones in the order they came).
+        delay: seconds to wait, once admitted, before the call may start
+            (status "scheduled" until then); None to start as soon as it can.
+        run_after: the earliest time the call may start, a timezone-aware
+            datetime; mutually exclusive with `delay`.
+        keep_result: keep the call's outcome readable by id
+            (`jumpqueue.result()`), in the journal for `journal_retention`;
+            its return value must then be JSON (else it fails with
+            `ResultNotPortableError`).
 
     Raises:
         ConfigurationError: an option is out of range; the message names it.
@@ -85,6 +99,10 @@ class TaskOptions:
     name: str | None = None
     serializer: Serializer | None = None
     on_handoff_error: HandoffPolicy | None = None
+    priority: int = 0
+    delay: float | None = None
+    run_after: datetime.datetime | None = None
+    keep_result: bool = False
 
     def __post_init__(self) -> None:
         if self.executor is not None:
@@ -117,6 +135,39 @@ class TaskOptions:
             check_choice("serializer", self.serializer, SERIALIZERS)
         if self.on_handoff_error is not None:
             check_choice("on_handoff_error", self.on_handoff_error, HANDOFF_POLICIES)
+        self._check_timing()
+
+    def _check_timing(self) -> None:
+        priority = self.priority
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigurationError(f"priority must be an int, not {shown(priority)}")
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise ConfigurationError(
+                f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, not {shown(priority)}"
+            )
+        if self.delay is not None:
+            check_seconds("delay", self.delay, allow_zero=True)
+        run_after = self.run_after
+        if run_after is not None:
+            if not isinstance(run_after, datetime.datetime):
+                raise ConfigurationError(f"run_after must be a datetime, not {shown(run_after)}")
+            if run_after.utcoffset() is None:
+                raise ConfigurationError(
+                    f"run_after must be timezone-aware, not the naive datetime {run_after}: "
+                    "say which time zone it is in (datetime.timezone.utc, zoneinfo)"
+                )
+            if self.delay is not None:
+                raise ConfigurationError("delay and run_after exclude each other; give one")
+        if not isinstance(self.keep_result, bool):
+            raise ConfigurationError(f"keep_result must be a bool, not {shown(self.keep_result)}")
+
+    def start_at(self) -> float | None:
+        """When a call deferred now may start, as a `time.time()` wall clock; None for at once."""
+        if self.delay is not None:
+            return time.time() + self.delay if self.delay > 0 else None
+        if self.run_after is not None:
+            return self.run_after.timestamp()
+        return None
 
     @classmethod
     def build(cls, **values: Any) -> TaskOptions:
@@ -143,6 +194,10 @@ class TaskOptionValues(TypedDict, total=False):
     name: str | None
     serializer: Serializer | None
     on_handoff_error: HandoffPolicy | None
+    priority: int
+    delay: float | None
+    run_after: datetime.datetime | None
+    keep_result: bool
 
 
 DEFAULT_OPTIONS = TaskOptions()
@@ -231,6 +286,11 @@ class Task(Generic[P, R]):
             field.name: getattr(self.task_options, field.name)
             for field in dataclasses.fields(TaskOptions)
         }
+        # A delay replaces a run_after, and the other way round.
+        if overrides.get("delay") is not None:
+            current["run_after"] = None
+        if overrides.get("run_after") is not None:
+            current["delay"] = None
         copy: Task[P, R] = Task(self.fn, TaskOptions.build(**{**current, **overrides}))
         copy.name = overrides.get("name") or self.name
         return copy

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 from .. import _observe
 from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
-from .._exceptions import TaskExitError, TaskTimeoutError
+from .._exceptions import ResultNotPortableError, TaskExitError, TaskTimeoutError
 from .._reentry import take
+from .._results import CallFailure, to_json, worker_id
 from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
+from .delays import Delays
 from .slowcalls import log_slow
 
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ class Dispatcher:
         self._slow_threshold = config.slow_call_threshold
         #: The slow-call log's timer of each running attempt (when `slow_call_threshold` is set).
         self._slow_timers: dict[Attempt, Timer] = {}
+        self._delays = Delays(ledger, self._scheduler, self.dispatch)
         #: Called when the first executor is made: the runtime begins to serve here.
         self.serving: Callable[[], None] | None = None
 
@@ -121,6 +124,13 @@ class Dispatcher:
             return
         self.executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
 
+    def dispatch_when_due(self, deferred: Deferred[Any]) -> None:
+        """`dispatch()` a pending call now, a scheduled one when its time has come."""
+        if deferred._status is Status.SCHEDULED:
+            self._delays.schedule(deferred)
+        else:
+            self.dispatch(deferred)
+
     def run_inline(self, deferred: Deferred[Any]) -> None:
         """Run an admitted call now, in the caller's thread (the "inline" overload policy).
 
@@ -129,10 +139,10 @@ class Dispatcher:
         past its timeout ends "timed_out" (retried as its task says), as a late
         return from a pool thread does.
         """
-        if deferred.loop is not None:
-            # A coroutine cannot run to completion inside its caller's running loop:
-            # it goes to that loop past the backlog bound instead.
-            self.dispatch(deferred)
+        if deferred.loop is not None or deferred._status is Status.SCHEDULED:
+            # Not now: a call waits for its time; a coroutine cannot run to completion
+            # inside its caller's running loop: it goes to that loop past the bound instead.
+            self.dispatch_when_due(deferred)
             return
         attempt = Attempt(deferred, 1)
         if not self._begin(attempt):
@@ -189,9 +199,13 @@ class Dispatcher:
         if not self._ledger.begin(attempt):
             return False
         deferred = attempt.deferred
-        record = deferred._record
-        if record is not None and self.journal is not None:
-            self.journal.started(record)
+        deferred.attempted_at = now = time.time()
+        if not deferred.started_at:
+            deferred.started_at = now
+        # A child process's pid, else this process's.
+        deferred.worker_ids += (worker_id(getattr(attempt.worker, "pid", None)),)
+        if deferred._record is not None and self.journal is not None:
+            self.journal.started(deferred)
         if _observe.observers:
             _observe.watch(attempt, deferred._observed_call(), deferred.context)
         return True
@@ -209,6 +223,12 @@ class Dispatcher:
             slow = self._slow_timers.pop(attempt, None)
             if slow is not None:
                 slow.cancel()
+        if error is None and attempt.deferred.options.keep_result:
+            try:
+                to_json(result)
+            except ResultNotPortableError as not_portable:
+                self._not_portable(attempt, not_portable)
+                return
         if _observe.watched:  # told before a waiter on the handle wakes
             _observe.unwatch(attempt, attempt.deferred._observed_call(), _outcome(error), error)
         if error is None:
@@ -229,6 +249,15 @@ class Dispatcher:
         elif error is not None:
             self._failed(attempt, error, Status.FAILED)
 
+    def _not_portable(self, attempt: Attempt, error: ResultNotPortableError) -> None:
+        # A kept result JSON cannot hold: no retry can make the same call return
+        # something else, so it fails now.
+        if _observe.watched:
+            _observe.unwatch(attempt, attempt.deferred._observed_call(), "failed", error)
+        if self._ledger.claim(attempt):
+            attempt.deferred._failures += (_failure(error),)
+            self._settle_failed(attempt, error, Status.FAILED)
+
     def _expire(self, attempt: Attempt) -> None:
         if not self._ledger.claim(attempt):
             return
@@ -246,7 +275,7 @@ class Dispatcher:
     def _failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
         deferred = attempt.deferred
         options = deferred.options
-        outcome = "timed out" if status is Status.TIMED_OUT else "failed"
+        deferred._failures += (_failure(error),)
         if attempt.number <= options.retries and isinstance(error, options.retry_on):
             delay = options.retry_delay(attempt.number - 1)
             if not self._ledger.retry(deferred):
@@ -257,13 +286,18 @@ class Dispatcher:
                 deferred.id,
                 attempt.number,
                 options.retries + 1,
-                outcome,
+                "timed out" if status is Status.TIMED_OUT else "failed",
                 type(error).__name__,
                 error,
                 delay,
             )
             self.retry_later(delay, lambda: self.dispatch(deferred))
             return
+        self._settle_failed(attempt, error, status)
+
+    def _settle_failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
+        deferred = attempt.deferred
+        outcome = "timed out" if status is Status.TIMED_OUT else "failed"
         logger.error(
             "jumpqueue: %s [%s] %s after %d attempt(s)",
             deferred.name,
@@ -276,6 +310,11 @@ class Dispatcher:
             # Whoever waits on the handle must not be ended by the call's own exit.
             error = _exit_error(deferred, error)
         self._ledger.settle(deferred, status, None, error)
+
+
+def _failure(error: BaseException) -> tuple[str, str]:
+    failure = CallFailure.of(error)
+    return failure.exception_class_path, failure.traceback
 
 
 def _outcome(error: BaseException | None) -> str:

@@ -28,6 +28,7 @@ from .._config import Config, check_seconds, shown
 from .._deferred import Deferred, Status
 from .._exceptions import OverloadedError, RuntimeClosedError
 from .._reentry import hand_over, reentered
+from .._results import CallResult, from_memory
 from .._scope import RequestScope, current_scope, forget_request
 from .._stats import Stats
 from .._tasks import (
@@ -191,6 +192,7 @@ class Runtime:
             return deferred
         journal = self._journaling.prepare(deferred)
         if self._mode is not None:
+            deferred.start_at = None  # a testing mode runs (or records) delayed calls at once
             self._mode.accepted(deferred, held=holder is not None)
         if journal is not None and holder is None and reentered():
             # A signal handler's call to commit now: the journal's locks may be the
@@ -199,7 +201,8 @@ class Runtime:
             return deferred
         refused = journal is not None and journal.refusing
         verdict = self._admission.admit(deferred, holder, refused=refused)
-        if verdict is Verdict.ADMITTED and journal is None:  # the common case, inline
+        if verdict is Verdict.ADMITTED and journal is None and deferred.start_at is None:
+            # The common case, inline.
             if holder is None:
                 executor.submit(Attempt(deferred, 1))
             elif not holder.hold(self._held_calls, deferred):  # released since we looked
@@ -230,7 +233,7 @@ class Runtime:
         if verdict is Verdict.ADMITTED:
             if holder is None:
                 if journal is None:
-                    executor.submit(Attempt(deferred, 1))
+                    self._dispatcher.dispatch_when_due(deferred)
                 else:  # written first; on an event loop, by the journal's thread
                     self._journaling.commit_then_submit(deferred, executor)
             elif not holder.hold(self._held_calls, deferred):  # released since we looked
@@ -316,6 +319,21 @@ class Runtime:
 
     # -- observation and shutdown ------------------------------------------------------------
 
+    def result(self, call_id: str) -> CallResult | None:
+        """The outcome of the call of that id so far, or None if it is not known here.
+
+        With a journal, any call the journal holds (written by any process that
+        uses the same file), its outcome kept for `journal_retention` if its
+        task says `keep_result=True`; without one, the calls of this runtime
+        in flight, and the last 1000 finished ones that keep their result.
+        """
+        deferred = self._ledger.known(call_id)
+        journal = self._journaling.journal
+        # A call this runtime left to the journal may have run since, anywhere: the journal knows.
+        if deferred is not None and (journal is None or deferred.status is not Status.JOURNALED):
+            return from_memory(deferred)
+        return None if journal is None else journal.result(call_id)
+
     def stats(self) -> Stats:
         """A consistent snapshot of counters and gauges."""
         ledger = self._ledger
@@ -336,6 +354,7 @@ class Runtime:
                 inlined=counters.inlined,
                 waited=counters.waited,
                 held=ledger.held,
+                scheduled=ledger.scheduled,
                 pending=ledger.pending,
                 running=ledger.running,
                 workers=self._dispatcher.workers,

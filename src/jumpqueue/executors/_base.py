@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._results import running_call
 from .._scope import around_calls
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Attempt:
 
     def _call_around(self) -> Any:
         deferred = self.deferred
+        running_call.set((deferred.id, self.number))  # in the attempt's own copy of the context
         arounds = around_calls.get()
         if not arounds:
             return call_to_completion(deferred.fn, deferred.args, deferred.kwargs)

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._results import running_call
 from ._base import call_to_completion
 from ._process_tree import become_subreaper, kill_tree, reap_adopted
 
@@ -104,7 +105,8 @@ def _run(
 ) -> Message:
     global _current  # noqa: PLW0603 -- one call at a time per process
     try:
-        call_id, name, target, args, kwargs = pickle.loads(data)  # noqa: S301 -- from our parent
+        call_id, attempt, name, target, args, kwargs = pickle.loads(data)  # noqa: S301 -- from our parent
+        running_call.set((call_id, attempt))
         _current = (name, call_id)
         if isinstance(target, FunctionRef):
             fn = functions.get(target)
@@ -121,6 +123,7 @@ def _run(
         return _raised(error)
     finally:
         _current = None
+        running_call.set(None)
     return ("ok", result)
 
 

@@ -12,7 +12,6 @@ stops or closes without starting it (it would keep its slot for ever).
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextvars
 import logging
@@ -20,8 +19,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._reentry import hand_over, take
+from .._results import running_call
 from .._threads import daemon_thread
 from ._base import running_loop
+from ._line import WaitingLine
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -53,7 +54,7 @@ class AsyncExecutor:
         self._limit = config.max_async
         self._grace = config.shutdown_timeout
         self._lock = threading.Lock()
-        self._waiting: collections.deque[Attempt] = collections.deque()
+        self._waiting = WaitingLine()
         self._slots: dict[Attempt, _CallTask | None] = {}
         self._tasks: set[_CallTask] = set()
         self._background: _LoopThread | None = None
@@ -207,7 +208,9 @@ class AsyncExecutor:
         background = self._background
         own_loop = background is not None and background.loop is asyncio.get_running_loop()
         coroutine = _outcome(attempt, contain_exits=own_loop)
-        task = context.copy().run(_CallTask, coroutine, name, self._loop_closing)
+        context = context.copy()
+        context.run(running_call.set, (deferred.id, attempt.number))
+        task = context.run(_CallTask, coroutine, name, self._loop_closing)
         with self._lock:
             self._tasks.add(task)
             expired = attempt not in self._slots  # timed out before its task existed
