@@ -160,7 +160,8 @@ soak: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/jumpqueue demo
 
-# Side-by-side measurements (not tests): each prints a Markdown table for the README.
+# Side-by-side measurements (not tests): each prints a Markdown table for the README;
+# overload.py and curves.py also redraw their plots in docs/img/.
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/handoff.py
 	$(VENV)/bin/python benchmarks/process.py
@@ -171,6 +172,8 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/status.py
 	$(VENV)/bin/python benchmarks/overload.py --plot docs/img/overload-policies.png
 	$(VENV)/bin/python benchmarks/django_tasks.py
+	$(VENV)/bin/python benchmarks/cpu_priority.py
+	$(VENV)/bin/python benchmarks/curves.py
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache \

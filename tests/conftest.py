@@ -15,6 +15,21 @@ from jumpqueue import Config, Runtime
 
 RuntimeFactory = Callable[..., Runtime]
 
+# Children at the default "idle" priority run only when no other process wants the CPU:
+# on a machine the suite shares with other busy work they may not run for many seconds,
+# and the tests of timeouts and shutdowns wait on them. The runtimes of `make_runtime`
+# and `use_runtime`, and the servers of tests/executors/test_process_gunicorn.py, keep
+# the server's priority; test_process_children_run_at_the_configured_priority checks
+# every value.
+TEST_PROCESS_PRIORITY = "normal"
+
+
+def suite_config(**options: Any) -> Config:
+    """`Config(**options)`, with the children at `TEST_PROCESS_PRIORITY` unless options say."""
+    options.setdefault("process_priority", TEST_PROCESS_PRIORITY)
+    return Config(**options)
+
+
 # Property tests (tests/chaos): "ci", the default, is small and derandomized, so that
 # `make test` stays within its budget and a failure reproduces as it is; "soak"
 # (`make soak`, or `pytest --hypothesis-profile=soak`) draws many more examples at
@@ -65,7 +80,7 @@ def use_runtime() -> Iterator[RuntimeFactory]:
     made: list[Runtime] = []
 
     def use(**options: Any) -> Runtime:
-        runtime = jumpqueue.configure(Config(**options))
+        runtime = jumpqueue.configure(suite_config(**options))
         made.append(runtime)
         return runtime
 
@@ -80,7 +95,7 @@ def make_runtime() -> Iterator[RuntimeFactory]:
     made: list[Runtime] = []
 
     def make(**options: Any) -> Runtime:
-        runtime = Runtime(Config(**options))
+        runtime = Runtime(suite_config(**options))
         made.append(runtime)
         return runtime
 

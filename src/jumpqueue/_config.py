@@ -18,12 +18,14 @@ from ._choices import (
     JOURNAL_ERROR_POLICIES,
     JOURNAL_SYNCHRONOUS,
     OVERLOAD_POLICIES,
+    PROCESS_PRIORITIES,
     SERIALIZERS,
     START_METHODS,
     HandoffPolicy,
     JournalErrorPolicy,
     JournalSynchronous,
     OverloadPolicy,
+    ProcessPriority,
     Serializer,
     StartMethod,
 )
@@ -86,6 +88,11 @@ class Config:
             None to keep it.
         start_method: "forkserver", "spawn" or "fork"; None for forkserver
             where the platform has it, else spawn.
+        process_priority: the children's CPU priority, so that CPU-heavy calls
+            take what the requests leave: "idle" (nice 19 and, on Linux,
+            `SCHED_IDLE`: a core only when nothing else wants it), "low" (nice
+            10), or "normal" (the server's). A child's niceness is at least the
+            server's own, and on Linux its session's autogroup gets it too.
         backend: where admitted calls go instead of the local pools: None for
             the local pools, a URL such as "rq+redis://127.0.0.1:6379/0" or
             "celery+amqp://guest:guest@127.0.0.1:5672//", or a backend object
@@ -141,6 +148,7 @@ class Config:
     max_tasks_per_child: int | None = None
     process_idle_timeout: float | None = 300.0
     start_method: StartMethod | None = None
+    process_priority: ProcessPriority = "idle"
     # Not in the repr: a broker URL may carry a password.
     backend: str | Backend | None = dataclasses.field(default=None, repr=False)
     backend_queue: str | None = None
@@ -183,6 +191,7 @@ class Config:
                 f"start_method must be one of {', '.join(START_METHODS)} or None, "
                 f"not {shown(self.start_method)}"
             )
+        check_choice("process_priority", self.process_priority, PROCESS_PRIORITIES)
         check_backend("backend", self.backend)
         if self.backend_queue is not None and (
             not isinstance(self.backend_queue, str) or not self.backend_queue
@@ -275,6 +284,7 @@ class ConfigOptions(TypedDict, total=False):
     max_tasks_per_child: int | None
     process_idle_timeout: float | None
     start_method: StartMethod | None
+    process_priority: ProcessPriority
     backend: str | Backend | None
     backend_queue: str | None
     check_handoff: bool

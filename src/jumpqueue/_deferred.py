@@ -47,6 +47,10 @@ class Status(str, enum.Enum):
     JOURNALED = "journaled"
     HANDED_OFF = "handed_off"
 
+    # Hashed as its value, in C: Enum's own __hash__ is Python code, and the ledger counts
+    # every call that ends in a dict keyed by status.
+    __hash__ = str.__hash__
+
     def __str__(self) -> str:
         return self.value
 
@@ -285,16 +289,8 @@ class Deferred(Generic[R]):
 
     def _resolve(self, status: Status, result: Any, error: BaseException | None) -> None:
         # The outcome is written before the final status that publishes it.
-        if error is None and status is Status.TIMED_OUT:
-            error = TaskTimeoutError(f"{self.name} [{self.id}] ran past its timeout")
-        elif error is None and status is Status.JOURNALED:
-            error = TaskNotRunError(
-                f"{self.name} [{self.id}] was journaled: it runs from the journal, "
-                "which records its outcome",
-                status=status,
-            )
-        elif error is None and status in _NOT_RUN:
-            error = TaskNotRunError(f"{self.name} [{self.id}] was {status.value}", status=status)
+        if error is None and status is not Status.SUCCEEDED:
+            error = self._why_not(status)
         self._result = result
         self._exception = error
         self.finished_at = time.time()
@@ -309,6 +305,20 @@ class Deferred(Generic[R]):
         self._status = status
         if _observe.observers:
             _observe.settled(self._observed_call(), status._value_, error)
+
+    def _why_not(self, status: Status) -> BaseException | None:
+        # What a call that ended without an exception of its own but did not succeed raises.
+        if status is Status.TIMED_OUT:
+            return TaskTimeoutError(f"{self.name} [{self.id}] ran past its timeout")
+        if status is Status.JOURNALED:
+            return TaskNotRunError(
+                f"{self.name} [{self.id}] was journaled: it runs from the journal, "
+                "which records its outcome",
+                status=status,
+            )
+        if status in _NOT_RUN:
+            return TaskNotRunError(f"{self.name} [{self.id}] was {status.value}", status=status)
+        return None
 
     def _notify(self) -> None:
         done = self._done

@@ -377,8 +377,12 @@ class CallableInfo:
     signature: inspect.Signature | None
     is_coroutine: bool
     name: str
+    #: The executor a call runs on when its task names none.
+    executor: ExecutorName
     #: Shapes of calls (positional count, keyword names) already found to fit.
     fitting_shapes: set[tuple[int, tuple[str, ...]]] = dataclasses.field(default_factory=set)
+    #: Counts of positional arguments, without keywords, already found to fit.
+    fitting_counts: set[int] = dataclasses.field(default_factory=set)
 
 
 # A plain dict is several times faster than a WeakKeyDictionary on the defer() hot
@@ -388,20 +392,28 @@ _INFO_CACHE_SIZE = 4096
 
 
 def callable_info(fn: Callable[..., Any]) -> CallableInfo:
-    """Signature, kind and name of fn, cached while fn lives."""
+    """Signature, kind and name of fn, cached while fn lives.
+
+    Raises:
+        InvalidCallError: fn is not something `defer()` can call later (checked
+            before it is cached: a cached fn passed the check).
+    """
     try:
         return _info_cache[fn]
     except (KeyError, TypeError):  # TypeError: an unhashable callable object
         pass
+    check_callable(fn)
     try:
         signature: inspect.Signature | None = inspect.signature(fn)
     except (TypeError, ValueError):  # some builtins have no signature to check against
         signature = None
     target = fn.__call__ if not inspect.isroutine(fn) and hasattr(fn, "__call__") else fn  # noqa: B004 -- callable objects
+    is_coroutine = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(target)
     info = CallableInfo(
         signature=signature,
-        is_coroutine=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(target),
+        is_coroutine=is_coroutine,
         name=import_path(fn),
+        executor="async" if is_coroutine else "thread",
     )
     if len(_info_cache) >= _INFO_CACHE_SIZE:
         _info_cache.clear()
@@ -416,7 +428,7 @@ def executor_for(options: TaskOptions, info: CallableInfo) -> ExecutorName:
     Raises:
         InvalidCallError: the task names the "async" executor for a plain function.
     """
-    executor = options.executor or ("async" if info.is_coroutine else "thread")
+    executor = options.executor or info.executor
     if executor == "async" and not info.is_coroutine:
         raise InvalidCallError(
             f"executor='async' needs a coroutine function; {info.name} is not one"
@@ -429,11 +441,16 @@ def check_arguments(info: CallableInfo, args: tuple[Any, ...], kwargs: dict[str,
     if info.signature is None:
         return
     # Whether arguments fit depends only on their count and keyword names.
-    shape = (len(args), tuple(kwargs))
-    if shape in info.fitting_shapes:
+    if not kwargs:
+        if len(args) in info.fitting_counts:
+            return
+    elif (len(args), tuple(kwargs)) in info.fitting_shapes:
         return
     try:
         info.signature.bind(*args, **kwargs)
     except TypeError as error:
         raise InvalidCallError(f"bad arguments for {info.name}: {error}") from None
-    info.fitting_shapes.add(shape)
+    if kwargs:
+        info.fitting_shapes.add((len(args), tuple(kwargs)))
+    else:
+        info.fitting_counts.add(len(args))

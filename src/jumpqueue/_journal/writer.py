@@ -104,6 +104,8 @@ class Writer:
         self.store: Store | None = None
         self.owner: Owner | None = None
         self.degraded = False
+        #: Transactions committed (each one sync of the file under synchronous=FULL).
+        self.transactions = 0
         self._degraded_since = 0.0
         self._probe_delay = PROBE_FIRST
         now = time.monotonic()
@@ -358,6 +360,7 @@ class Writer:
                         who = None if state == PENDING else owner
                         store.insert(records, state, who, lease_until)
                 _write_marks(store, marks, owner)
+            self.transactions += 1
         except engine.Error as error:
             self._keep(marks)
             self.degrade(error)

@@ -184,6 +184,13 @@ class Dispatcher:
         """An attempt begins; False means it was settled meanwhile: skip it."""
         if not self._begin(attempt):
             return False
+        config = self._config
+        if (
+            attempt.deferred.options.timeout is None
+            and config.task_timeout is None
+            and config.slow_call_threshold is None
+        ):
+            return True  # the common case: no timer to set
         timeout = self._timeout(attempt.deferred)
         if timeout is not None:
             attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))

@@ -36,7 +36,6 @@ from .._tasks import (
     Task,
     callable_info,
     check_arguments,
-    check_callable,
     executor_for,
 )
 from ..backends import open_backend
@@ -171,11 +170,10 @@ class Runtime:
         if isinstance(fn, Task):
             function, options, name = fn.fn, fn.task_options, fn.name
         else:
-            check_callable(fn)
             function, options, name = fn, DEFAULT_OPTIONS, None
-        info = callable_info(function)
+        info = callable_info(function)  # checks a callable it has not seen
         check_arguments(info, args, kwargs)
-        executor_name = executor_for(options, info)
+        executor_name = info.executor if options.executor is None else executor_for(options, info)
         loop = running_loop() if executor_name == "async" else None
         scope = current_scope.get()
         context = contextvars.copy_context()

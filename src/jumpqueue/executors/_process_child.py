@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._results import running_call
 from ._base import call_to_completion
+from ._process_priority import lower_priority
 from ._process_tree import become_subreaper, kill_tree, reap_adopted
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+
+    from .._choices import ProcessPriority
 
 #: Replies and log records go back as pickles of these tuples:
 #:   ("ready", pid)  ("ok", result)  ("raised", exception, traceback text)
@@ -51,12 +54,19 @@ def resolve(ref: FunctionRef) -> Any:
     return found.fn if isinstance(found, Task) else found
 
 
-def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level: int) -> None:
+def serve(
+    conn: Connection,
+    parent_pid: int,
+    memory_limit: int | None,
+    log_level: int,
+    priority: ProcessPriority = "normal",
+) -> None:
     """The child's main loop, until its parent closes the pipe or sends an empty message."""
     global _receiving  # noqa: PLW0603 -- read by the signal handler, in this same thread
     _leave_stops_to_the_parent(conn)
     if hasattr(os, "setsid"):
         os.setsid()  # a group of its own, so that the parent can kill what the call started
+    lower_priority(priority)  # after setsid(): on Linux the new session is a new autogroup
     # Orphans of what a call started stay below this process, where the parent finds them.
     adopting = become_subreaper()
     _watch_parent(parent_pid)

@@ -158,18 +158,27 @@ class ThreadExecutor:
             attempt.worker = me
             if self._host.attempt_started(attempt):
                 self._run(attempt)
-            with self._lock:
+            if attempt.timer is None:
+                # No timeout, so no expire(): nothing set this thread aside meanwhile.
                 attempt.worker = None
-                if me in self._stuck:
-                    # Set aside while it ran; a replacement serves in its place (or now
-                    # can, with one stuck thread fewer).
-                    self._stuck.discard(me)
-                    self._grow()
-                    return
+            elif self._set_aside(attempt, me):
+                return
             del attempt  # nothing of the last call stays reachable while this thread waits
             self._idle.put(None)
         with self._lock:
             self._serving.discard(me)
+
+    def _set_aside(self, attempt: Attempt, me: threading.Thread) -> bool:
+        # After a call that had a timeout: True if it ran past it and this thread was set
+        # aside meanwhile; a replacement serves in its place (or now can, with one stuck
+        # thread fewer).
+        with self._lock:
+            attempt.worker = None
+            if me not in self._stuck:
+                return False
+            self._stuck.discard(me)
+            self._grow()
+            return True
 
     def _next(self, item: Attempt | object) -> Attempt:
         # The attempt to run for one item taken from the queue: while the line holds
