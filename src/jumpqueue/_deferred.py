@@ -281,7 +281,8 @@ class Deferred(Generic[R]):
         """The call as observers see it (made now if no observer saw it deferred)."""
         observed = self._observed
         if observed is None:
-            observed = self._observed = _observe.ObservedCall(self.id, self.name, self.executor)
+            observed = _observe.ObservedCall(self.id, self.name, self.executor, {})
+            self._observed = observed
         return observed
 
     # The runtime's ledger drives the handle through these; they are not public API.
@@ -303,7 +304,7 @@ class Deferred(Generic[R]):
         self._holder = None
         self._status = status
         if _observe.observers:
-            _observe.settled(self._observed_call(), status.value, error)
+            _observe.settled(self._observed_call(), status._value_, error)
 
     def _why_not(self, status: Status) -> BaseException | None:
         # What a call that ended without an exception of its own but did not succeed raises.

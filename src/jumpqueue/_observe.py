@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from ._ratelimit import RateLimitedLog
 
@@ -35,7 +35,7 @@ _lock = threading.Lock()
 _failures = RateLimitedLog(logger, interval=60.0)
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class ObservedCall:
     """A call as observers see it, in the process that deferred it or on a backend's worker.
 
@@ -125,34 +125,30 @@ def remove_observer(observer: CallObserver) -> None:
         observers = tuple(known for known in observers if known is not observer)
 
 
-#: What `_call` returns for a hook that raised.
-_FAILED = object()
-
-
-def _call(observer: CallObserver, hook: str, *args: Any) -> Any:
-    try:
-        return getattr(observer, hook)(*args)
-    except Exception as error:  # noqa: BLE001 -- an observer never breaks a call
-        _failures.warning(
-            "jumpqueue: observer %r failed in %s (%s: %s); ignored",
-            observer,
-            hook,
-            type(error).__name__,
-            error,
-        )
-        return _FAILED
+def _failed(observer: CallObserver, hook: str, error: Exception) -> None:
+    _failures.warning(
+        "jumpqueue: observer %r failed in %s (%s: %s); ignored",
+        observer,
+        hook,
+        type(error).__name__,
+        error,
+    )
 
 
 # -- what the core calls, each only after checking `observers` ------------------------------
+# Each loop calls the hook itself, in a `try` (free unless it raises): these run per call.
 
 
 def deferred(call_id: str, name: str, destination: str) -> ObservedCall:
     """Tell every observer of a new call; its carrier holds what they returned."""
-    call = ObservedCall(call_id, name, destination)
+    call = ObservedCall(call_id, name, destination, {})
     for observer in observers:
-        pairs = _call(observer, "deferred", call)
-        if isinstance(pairs, Mapping):
-            call.carrier.update(pairs)
+        try:
+            pairs = observer.deferred(call)
+            if pairs:
+                call.carrier.update(pairs)
+        except Exception as error:  # noqa: BLE001, PERF203 -- an observer never breaks a call
+            _failed(observer, "deferred", error)
     return call
 
 
@@ -170,10 +166,13 @@ def attempt_started(
 
 
 def _started(call: ObservedCall, attempt: int) -> Started:
-    started = (
-        (observer, _call(observer, "attempt_started", call, attempt)) for observer in observers
-    )
-    return tuple((observer, token) for observer, token in started if token is not _FAILED)
+    started = []
+    for observer in observers:
+        try:
+            started.append((observer, observer.attempt_started(call, attempt)))
+        except Exception as error:  # noqa: BLE001, PERF203 -- an observer never breaks a call
+            _failed(observer, "attempt_started", error)
+    return tuple(started)
 
 
 def attempt_finished(
@@ -181,28 +180,54 @@ def attempt_finished(
 ) -> None:
     """Tell the observers that saw the attempt start how it ended."""
     for observer, token in started:
-        _call(observer, "attempt_finished", call, attempt, outcome, error, token)
+        try:
+            observer.attempt_finished(call, attempt, outcome, error, token)
+        except Exception as failure:  # noqa: BLE001, PERF203 -- an observer never breaks a call
+            _failed(observer, "attempt_finished", failure)
 
 
 def settled(call: ObservedCall, status: str, error: BaseException | None) -> None:
     """Tell every observer a call is final here."""
     for observer in observers:
-        _call(observer, "settled", call, status, error)
+        try:
+            observer.settled(call, status, error)
+        except Exception as failure:  # noqa: BLE001, PERF203 -- an observer never breaks a call
+            _failed(observer, "settled", failure)
 
 
 def shed(call: ObservedCall, policy: str) -> None:
     """Tell every observer a full backlog shed a call."""
     for observer in observers:
-        _call(observer, "shed", call, policy)
+        try:
+            observer.shed(call, policy)
+        except Exception as failure:  # noqa: BLE001, PERF203 -- an observer never breaks a call
+            _failed(observer, "shed", failure)
 
 
-class _Observed(Protocol):
-    observed: Started | None
+class Attempted(Protocol):
+    """One attempt of a call, as `watch` and `unwatch` see it (hashed by identity)."""
+
+    @property
+    def number(self) -> int:
+        """Its number, from 1."""
 
 
-def take_started(holder: _Observed) -> Started | None:
-    """Take `holder.observed` (an attempt's observers) once: None for every later taker."""
-    with _lock:
-        started: Started | None = holder.observed
-        holder.observed = None
-    return started
+#: The attempts observers saw start and not yet end, with those observers: empty (and so
+#: one truthiness check at an attempt's end) while nothing is observed.
+watched: dict[Attempted, Started] = {}
+
+
+def watch(attempt: Attempted, call: ObservedCall, context: contextvars.Context | None) -> None:
+    """Tell every observer `attempt` starts, and remember who saw it for its end."""
+    started = attempt_started(call, attempt.number, context)
+    if started:
+        watched[attempt] = started
+
+
+def unwatch(
+    attempt: Attempted, call: ObservedCall, outcome: str, error: BaseException | None
+) -> None:
+    """Tell the observers that saw `attempt` start how it ended; only the first caller does."""
+    started = watched.pop(attempt, None)  # atomic: an end and a timeout may race
+    if started:
+        attempt_finished(started, call, attempt.number, outcome, error)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .._choices import ExecutorName
     from .._config import Config
     from .._journal import Journal
+    from .._scheduler import Timer
     from .ledger import Ledger
 
 logger = logging.getLogger("jumpqueue")
@@ -56,6 +57,9 @@ class Dispatcher:
         self.backend: Executor | None = None
         self.retry_later: RetryLater = self._scheduler.call_later
         self.journal: Journal | None = None
+        self._slow_threshold = config.slow_call_threshold
+        #: The slow-call log's timer of each running attempt (when `slow_call_threshold` is set).
+        self._slow_timers: dict[Attempt, Timer] = {}
         self._delays = Delays(ledger, self._scheduler, self.dispatch)
         #: Called when the first executor is made: the runtime begins to serve here.
         self.serving: Callable[[], None] | None = None
@@ -161,8 +165,8 @@ class Dispatcher:
             self.attempt_finished(attempt, result, error)
             return
         timeout_error = self._timeout_error(attempt.deferred)
-        if attempt.observed is not None:
-            _observe_end(attempt, "timed_out", timeout_error)
+        if _observe.watched:
+            _observe.unwatch(attempt, attempt.deferred._observed_call(), "timed_out", timeout_error)
         if self._ledger.claim(attempt):
             self._failed(attempt, timeout_error, Status.TIMED_OUT)
 
@@ -190,11 +194,13 @@ class Dispatcher:
         timeout = self._timeout(attempt.deferred)
         if timeout is not None:
             attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))
-        slow = self._config.slow_call_threshold
-        if slow is not None:
-            log = functools.partial(log_slow, attempt, time.monotonic(), slow)
-            attempt.slow_timer = self._scheduler.call_later(slow, log)
+        if self._slow_threshold is not None:
+            self._watch_slow(attempt, self._slow_threshold)
         return True
+
+    def _watch_slow(self, attempt: Attempt, threshold: float) -> None:
+        log = functools.partial(log_slow, attempt, time.monotonic(), threshold)
+        self._slow_timers[attempt] = self._scheduler.call_later(threshold, log)
 
     def _begin(self, attempt: Attempt) -> bool:
         if not self._ledger.begin(attempt):
@@ -208,9 +214,7 @@ class Dispatcher:
         if deferred._record is not None and self.journal is not None:
             self.journal.started(deferred)
         if _observe.observers:
-            attempt.observed = _observe.attempt_started(
-                deferred._observed_call(), attempt.number, deferred.context
-            )
+            _observe.watch(attempt, deferred._observed_call(), deferred.context)
         return True
 
     def _timeout(self, deferred: Deferred[Any]) -> float | None:
@@ -222,16 +226,18 @@ class Dispatcher:
         """An attempt ended, however it ended; ignored if its outcome was decided already."""
         if attempt.timer is not None:
             attempt.timer.cancel()
-        if attempt.slow_timer is not None:
-            attempt.slow_timer.cancel()
+        if self._slow_threshold is not None:
+            slow = self._slow_timers.pop(attempt, None)
+            if slow is not None:
+                slow.cancel()
         if error is None and attempt.deferred.options.keep_result:
             try:
                 to_json(result)
             except ResultNotPortableError as not_portable:
                 self._not_portable(attempt, not_portable)
                 return
-        if attempt.observed is not None:  # told before a waiter on the handle wakes
-            _observe_end(attempt, _outcome(error), error)
+        if _observe.watched:  # told before a waiter on the handle wakes
+            _observe.unwatch(attempt, attempt.deferred._observed_call(), _outcome(error), error)
         if error is None:
             decided = self._ledger.succeed(attempt, result)
         else:
@@ -253,8 +259,8 @@ class Dispatcher:
     def _not_portable(self, attempt: Attempt, error: ResultNotPortableError) -> None:
         # A kept result JSON cannot hold: no retry can make the same call return
         # something else, so it fails now.
-        if attempt.observed is not None:
-            _observe_end(attempt, "failed", error)
+        if _observe.watched:
+            _observe.unwatch(attempt, attempt.deferred._observed_call(), "failed", error)
         if self._ledger.claim(attempt):
             attempt.deferred._failures += (_failure(error),)
             self._settle_failed(attempt, error, Status.FAILED)
@@ -265,8 +271,8 @@ class Dispatcher:
         deferred = attempt.deferred
         self.executor(deferred.executor).expire(attempt)
         error = self._timeout_error(deferred)
-        if attempt.observed is not None:
-            _observe_end(attempt, "timed_out", error)
+        if _observe.watched:
+            _observe.unwatch(attempt, deferred._observed_call(), "timed_out", error)
         self._failed(attempt, error, Status.TIMED_OUT)
 
     def _timeout_error(self, deferred: Deferred[Any]) -> TaskTimeoutError:
@@ -323,16 +329,6 @@ def _outcome(error: BaseException | None) -> str:
         return "succeeded"
     # Cancelled by its event loop closing, not by a timeout (which tells its own end).
     return "abandoned" if isinstance(error, asyncio.CancelledError) else "failed"
-
-
-def _observe_end(attempt: Attempt, outcome: str, error: BaseException | None) -> None:
-    # Whoever takes the attempt's observers first tells them: the attempt's end, or its timeout.
-    started = _observe.take_started(attempt)
-    if started:
-        deferred = attempt.deferred
-        _observe.attempt_finished(
-            started, deferred._observed_call(), attempt.number, outcome, error
-        )
 
 
 def _exit_error(deferred: Deferred[Any], error: BaseException) -> TaskExitError:

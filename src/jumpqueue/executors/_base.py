@@ -13,7 +13,6 @@ from .._scope import around_calls
 if TYPE_CHECKING:
     from .._config import Config
     from .._deferred import Deferred
-    from .._observe import Started
     from .._scheduler import Timer
 
 
@@ -36,7 +35,7 @@ def call_to_completion(
 class Attempt:
     """One run of a deferred call. A retry is a new attempt of the same call."""
 
-    __slots__ = ("deferred", "number", "observed", "settled", "slow_timer", "timer", "worker")
+    __slots__ = ("deferred", "number", "settled", "timer", "worker")
 
     def __init__(self, deferred: Deferred[Any], number: int) -> None:
         self.deferred = deferred
@@ -44,12 +43,8 @@ class Attempt:
         #: Set once by the runtime, under its lock, when the attempt's outcome is decided.
         self.settled = False
         self.timer: Timer | None = None
-        #: Logs the attempt as slow (`slow_call_threshold`) unless cancelled first.
-        self.slow_timer: Timer | None = None
         #: What runs the attempt while it runs (a thread, a task, a child process).
         self.worker: object = None
-        #: The observers that saw it start, with their tokens, until told how it ended.
-        self.observed: Started | None = None
 
     def __repr__(self) -> str:
         return f"<Attempt {self.number} of {self.deferred!r}>"
