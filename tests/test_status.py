@@ -177,6 +177,21 @@ def test_status_reporter_writes_its_snapshot_with_per_task_metrics_and_stops_obs
     assert runtime._reporter.tasks not in _observe.observers
 
 
+def test_status_page_counts_scheduled_calls_apart_from_pending_ones(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime()
+    handle = runtime.defer(pause.options(delay=3600), 0)
+    page = StatusPage(runtime=runtime)
+    report = json.loads(page.respond("127.0.0.1", None, "json&full")[2])
+    assert (report["scheduled"], report["pending"]) == (1, 0)
+    assert report["processes"][0]["scheduled"] == 1
+    assert b"jumpqueue_scheduled 1" in page.respond("127.0.0.1", None, "openmetrics")[2]
+    assert b"scheduled calls:" in page.respond("127.0.0.1", None, "")[2]
+    runtime.shutdown()
+    assert handle.status is jumpqueue.Status.ABANDONED  # no journal: nothing keeps it
+
+
 def test_status_page_serves_loopback_only_or_whoever_has_the_token() -> None:
     page = StatusPage()
     assert page.respond("127.0.0.1", None, "")[0] == 200

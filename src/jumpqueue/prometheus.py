@@ -10,7 +10,8 @@ over all of the server's workers, plus gauges per worker labelled by `pid`;
 without it, this process alone. The names: `jumpqueue_calls_total{outcome,task}`,
 `jumpqueue_shed_total{policy}`, `jumpqueue_run_seconds` and
 `jumpqueue_wait_seconds` (histograms by task), the gauges `jumpqueue_held`,
-`_pending`, `_running`, `_workers`, `_stuck_threads`, `_journal_backlog`, and
+`_scheduled`, `_pending`, `_running`, `_workers`, `_stuck_threads`,
+`_journal_backlog`, and
 per worker `jumpqueue_worker_*{pid}`. The status page's `?openmetrics` gives the
 same families without this library.
 """

@@ -40,7 +40,7 @@ FORGET_AFTER = 300.0
 #: Snapshots written between two looks for dead workers' files.
 FOLD_EVERY = 10
 #: `Stats` fields that are gauges (what is now), not counters (what happened).
-GAUGES = ("held", "pending", "running", "workers", "stuck_threads", "journal_degraded")
+GAUGES = ("held", "scheduled", "pending", "running", "workers", "stuck_threads", "journal_degraded")
 
 
 class TaskMetrics(_observe.CallObserver):

@@ -38,6 +38,7 @@ _COUNTERS = (
 #: Gauges summed over live workers, and shown per worker: (name, key in the report, help).
 _GAUGES = (
     ("held", "held", "Calls held until their request's response is sent."),
+    ("scheduled", "scheduled", "Calls waiting for their delay or run_after time."),
     ("pending", "pending", "Calls admitted and waiting for a worker."),
     ("running", "running", "Calls running."),
     ("workers", "total_workers", "Threads and child processes serving."),

@@ -70,6 +70,7 @@ def _report(
         "start_since": now - started,
         "accepted": int(counters.get("submitted", 0)),
         "held": int(gauges.get("held", 0)),
+        "scheduled": int(gauges.get("scheduled", 0)),
         "pending": int(gauges.get("pending", 0)),
         "max_pending": int(gauges.get("max_in_flight", 0)),
         "pending_limit": config.max_pending * live,
@@ -120,7 +121,7 @@ def _row(state: str, snapshot: dict[str, Any], now: float) -> dict[str, Any]:
         "failed": counters.get("failed", 0),
         "shed": sum((counters.get("shed") or {}).values()),
         # A dead worker's gauges are what it last said, not what is now.
-        **{name: gauges.get(name, 0) for name in ("held", "pending", "running", "workers")},
+        **{name: gauges.get(name, 0) for name in ("held", "scheduled", "pending", "running", "workers")},
         "stuck_threads": gauges.get("stuck_threads", 0),
     }
 

@@ -12,6 +12,7 @@ from .._metrics import BUCKETS
 _SUMMARY = (
     ("accepted calls", "accepted"),
     ("held calls", "held"),
+    ("scheduled calls", "scheduled"),
     ("pending calls", "pending"),
     ("max pending calls", "max_pending"),
     ("pending limit", "pending_limit"),
@@ -32,6 +33,7 @@ _ROW = (
     ("failed", "failed"),
     ("shed", "shed"),
     ("held calls", "held"),
+    ("scheduled calls", "scheduled"),
     ("pending calls", "pending"),
     ("running calls", "running"),
     ("total workers", "workers"),
