@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 #: Journal states of calls not yet done: waiting, or held by a process that runs them.
 _BACKLOG_STATES = ("pending", "claimed", "held")
+#: The gauges each worker's row shows.
+_ROW_GAUGES = ("held", "scheduled", "pending", "running", "workers", "stuck_threads")
 #: The states a worker can be in, in the order they are shown.
 STATES = ("alive", "unresponsive", "dead")
 
@@ -121,8 +123,7 @@ def _row(state: str, snapshot: dict[str, Any], now: float) -> dict[str, Any]:
         "failed": counters.get("failed", 0),
         "shed": sum((counters.get("shed") or {}).values()),
         # A dead worker's gauges are what it last said, not what is now.
-        **{name: gauges.get(name, 0) for name in ("held", "scheduled", "pending", "running", "workers")},
-        "stuck_threads": gauges.get("stuck_threads", 0),
+        **{name: gauges.get(name, 0) for name in _ROW_GAUGES},
     }
 
 
