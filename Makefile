@@ -67,7 +67,7 @@ $(BENCH_STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 .PRECIOUS: .venv-%/bin/python .venv-%/.installed
 
 # ------------------------------------------------------------ checks
-.PHONY: lint format typecheck cov test test-fast test-all $(addprefix test-,$(PYVERSIONS))
+.PHONY: lint format typecheck cov test test-serial test-fast test-all $(addprefix test-,$(PYVERSIONS))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CODE_DIRS)
@@ -104,8 +104,15 @@ $(addprefix test-,$(PYVERSIONS)): test-%:
 	echo "--- pytest on $$(.venv-$*/bin/python -V)"; \
 	.venv-$*/bin/python -m pytest
 
-# Newest Python with lint, types and coverage, then the oldest supported one.
-test: lint typecheck cov test-3.10
+# Lint and types first (they fail in seconds), then the two test legs side by side:
+# coverage on the newest Python, and pytest on the oldest supported one. The suite
+# mostly waits (on servers, brokers, child processes), not on the CPU, so two legs
+# on two cores take little more than the longer one. Each leg's output is printed
+# in one piece when it ends. `make test-serial` runs them one after the other.
+test: lint typecheck
+	$(MAKE) -j2 --output-sync=target cov test-3.10
+
+test-serial: lint typecheck cov test-3.10
 
 # The unit tests alone, in under a minute: no real servers, brokers, child
 # processes or tmpfs mounts (the markers tests/conftest.py gives).
