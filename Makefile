@@ -22,7 +22,7 @@ PYVERSIONS := 3.10 3.11 3.12 3.13
 PY ?= $(or $(call find_py,3.13),$(call find_py,3.12),$(call find_py,3.11),$(call find_py,3.10),python3)
 
 # Source dirs that exist (benchmarks/ may not yet).
-CODE_DIRS := $(wildcard src tests benchmarks examples)
+CODE_DIRS := $(wildcard src tests benchmarks examples docs/hooks)
 
 # ------------------------------------------------------------ virtualenvs
 # A stamp file records the last install: re-running is instant, but an
@@ -40,7 +40,7 @@ $(VENV)/bin/python:
 
 $(STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test,demo,sqlite]'
+	$(VENV)/bin/python -m pip install -q -e '.[test,demo,sqlite,docs]'
 	@touch $@
 
 # Per-version venvs for the compatibility legs: .venv-3.10, .venv-3.11, ...
@@ -63,6 +63,18 @@ $(BENCH_STAMP): $(INSTALL_INPUTS) | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	@touch $@
 
+# The Django Tasks backend on the other Django release with `django.tasks` (the
+# main venv has the newest; Django 6 needs Python 3.12+): its own small venv.
+DJANGO_OTHER := 6.0
+DJANGO_VENV := .venv-django-$(DJANGO_OTHER)
+
+$(DJANGO_VENV)/.installed: $(INSTALL_INPUTS)
+	$(PY) -m venv $(DJANGO_VENV)
+	$(DJANGO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DJANGO_VENV)/bin/python -m pip install -q -e '.[sqlite]' pytest pytest-timeout \
+	  hypothesis 'django~=$(DJANGO_OTHER).0'
+	@touch $@
+
 # Pattern-built venvs are not throwaway intermediates: keep them.
 .PRECIOUS: .venv-%/bin/python .venv-%/.installed
 
@@ -79,7 +91,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(CODE_DIRS)
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict src tests examples
+	$(VENV)/bin/mypy --strict src tests examples docs/hooks
 
 # Branch coverage, subprocesses included: `coverage run` (not pytest-cov) so
 # the pytest11 plugin is imported while measuring; pyproject's
@@ -104,15 +116,32 @@ $(addprefix test-,$(PYVERSIONS)): test-%:
 	echo "--- pytest on $$(.venv-$*/bin/python -V)"; \
 	.venv-$*/bin/python -m pytest
 
-# Lint and types first (they fail in seconds), then the two test legs side by side:
-# coverage on the newest Python, and pytest on the oldest supported one. The suite
-# mostly waits (on servers, brokers, child processes), not on the CPU, so two legs
-# on two cores take little more than the longer one. Each leg's output is printed
-# in one piece when it ends. `make test-serial` runs them one after the other.
-test: lint typecheck
-	$(MAKE) -j2 --output-sync=target cov test-3.10
+# The backend's conformance and in-process tests on Django $(DJANGO_OTHER) (seconds).
+.PHONY: test-django
+test-django: $(DJANGO_VENV)/.installed
+	@echo "--- Django Tasks backend on Django $$($(DJANGO_VENV)/bin/python -m django --version)"
+	$(DJANGO_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  tests/django_tasks/test_conformance.py tests/django_tasks/test_backend.py
 
-test-serial: lint typecheck cov test-3.10
+# Lint, types and the docs first (they fail in seconds), then the test legs side by
+# side: coverage on the newest Python, pytest on the oldest supported one, then the
+# Django Tasks backend on the other Django release. The suite mostly waits (on
+# servers, brokers, child processes), not on the CPU, so two legs on two cores take
+# little more than the longer one. Each leg's output is printed in one piece when it
+# ends. `make test-serial` runs them one after the other.
+test: lint typecheck docs
+	$(MAKE) -j2 --output-sync=target cov test-3.10 test-django
+
+test-serial: lint typecheck docs cov test-3.10 test-django
+
+# The documentation site (mkdocs.yml), built into site/. --strict: a broken
+# link, a missing page or a reference to a name that is not there fails.
+.PHONY: docs docs-serve
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 # The unit tests alone, in under a minute: no real servers, brokers, child
 # processes or tmpfs mounts (the markers tests/conftest.py gives).
@@ -138,7 +167,8 @@ soak: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/jumpqueue demo
 
-# Side-by-side measurements (not tests): each prints a Markdown table for the README.
+# Side-by-side measurements (not tests): each prints a Markdown table for the README;
+# overload.py and curves.py also redraw their plots in docs/img/.
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/handoff.py
 	$(VENV)/bin/python benchmarks/process.py
@@ -146,9 +176,14 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/http_latency.py
 	$(VENV)/bin/python benchmarks/defaults.py
 	$(VENV)/bin/python benchmarks/handoff_http.py
+	$(VENV)/bin/python benchmarks/status.py
+	$(VENV)/bin/python benchmarks/overload.py --plot docs/img/overload-policies.png
+	$(VENV)/bin/python benchmarks/django_tasks.py
+	$(VENV)/bin/python benchmarks/cpu_priority.py
+	$(VENV)/bin/python benchmarks/curves.py
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache \
-	  .coverage .coverage.* htmlcov dist build
+	  .coverage .coverage.* htmlcov dist build site
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} + \
 	  -o -name '*.egg-info' -type d -prune -exec rm -rf {} +

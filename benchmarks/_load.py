@@ -234,6 +234,22 @@ def serve(endpoint: Endpoint, cpu: list[str], log: Path, grace: float = 30.0) ->
             server.wait()
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants so far, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:  # ended meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def memory(pid: int) -> tuple[int, int]:
     """A process's resident memory now and at its peak (VmRSS, VmHWM), in bytes; 0 if unknown."""
     try:

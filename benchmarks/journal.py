@@ -1,6 +1,6 @@
 """Cost of a journaled request: jumpqueue's group commit against SqliteHuey and RQ, in one run.
 
-    python benchmarks/journal.py [--requests 1000] [--rounds 5] [--dir DIR]
+    python benchmarks/journal.py [--requests 1000] [--rounds 5] [--dir DIR] [--concurrency 16]
 
 One request defers 1 or 10 no-op calls inside a request scope and seals it
 (the group commit the middleware makes before the last byte), as a web
@@ -10,6 +10,13 @@ one by one and pipelined (RQ, on the local Redis, database 15, queue
 Prints microseconds per request (median over rounds) and each row's ratio to
 one RQ enqueue of the same calls. The journal and Huey's file live in DIR
 (default: a temporary directory), which should be on the disk a server uses.
+
+A second table shows the group commit under concurrency: CONCURRENCY threads
+each make journaled requests (one call each, synchronous=FULL) at once, as
+the server's threads do; it counts the journal's transactions (each one
+fsync of the write-ahead log, the request commits and the marks of calls
+done alike) per request, and the wall time per request against one raw
+SQLite commit (one row, WAL, synchronous=FULL) made at concurrency 1.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import sqlite3
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 
@@ -116,12 +125,104 @@ def rq_request(calls: int, *, pipelined: bool) -> tuple[Request, Callable[[], No
     return request, clean
 
 
+def raw_commits(path: str, commits: int) -> float:
+    """Microseconds per raw SQLite commit of one row (WAL, synchronous=FULL), one at a time."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, body BLOB)")
+    body = os.urandom(300)  # about the size of a journaled call's record
+    start = time.perf_counter()
+    for _ in range(commits):
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO calls (body) VALUES (?)", (body,))
+        connection.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    connection.close()
+    return elapsed / commits * 1e6
+
+
+def concurrent_requests(
+    runtime: jumpqueue.Runtime, requests: int, concurrency: int
+) -> tuple[float, float]:
+    """Microseconds of wall time per request, and journal transactions per request."""
+    request = jumpqueue_request(runtime, 1)
+    writer = runtime._journaling.journal._writer  # type: ignore[union-attr]
+    each = requests // concurrency
+    ready = threading.Barrier(concurrency + 1)
+
+    def client() -> None:
+        ready.wait()
+        for _ in range(each):
+            request()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    before = writer.transactions
+    ready.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    # The calls' done marks belong to these requests too: wait for them, then write them.
+    while (stats := runtime.stats()).pending or stats.running:
+        time.sleep(0.001)
+    writer.flush(timeout=30)
+    done = each * concurrency
+    return elapsed / done * 1e6, (writer.transactions - before) / done
+
+
+def group_commit(directory: str, requests: int, rounds: int, concurrency: int) -> None:
+    """Print the group commit's table: concurrency 1 and `concurrency`, and a raw commit."""
+    runtime = jumpqueue.Runtime(
+        jumpqueue.Config(journal=os.path.join(directory, "group.db"), max_pending=1_000_000)
+    )
+    raw_path = os.path.join(directory, "raw.db")
+    samples: dict[str, list[tuple[float, float]]] = {}
+    try:
+        concurrent_requests(runtime, 200, concurrency)  # warm up: file, threads, caches
+        raw_commits(raw_path, 100)
+        for _ in range(rounds):
+            gc.collect()
+            samples.setdefault("raw SQLite commit (1 row, WAL, FULL), concurrency 1", []).append(
+                (raw_commits(raw_path, requests // 4), 1.0)
+            )
+            for threads in (1, concurrency):
+                label = f"jumpqueue journaled request, concurrency {threads}"
+                samples.setdefault(label, []).append(
+                    concurrent_requests(runtime, requests, threads)
+                )
+    finally:
+        runtime.shutdown()
+    raw = statistics.median(cost for cost, _ in next(iter(samples.values())))
+    print()
+    print(f"Group commit, synchronous=FULL ({rounds} rounds of {requests} requests each)")
+    print()
+    print("| per request | µs (median, range) | ratio to a raw commit | fsyncs per request |")
+    print("|---|---:|---:|---:|")
+    for label, values in samples.items():
+        costs = sorted(cost for cost, _ in values)
+        syncs = statistics.median(sync for _, sync in values)
+        cost = statistics.median(costs)
+        print(
+            f"| {label} | {cost:,.0f} ({costs[0]:,.0f} to {costs[-1]:,.0f}) "
+            f"| {cost / raw:.2f} | {syncs:.2f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", default=None, help="where the SQLite files go")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--group-only", action="store_true", help="only the group commit's table")
     args = parser.parse_args()
+    if args.group_only:
+        with tempfile.TemporaryDirectory(dir=args.dir) as directory:
+            group_commit(directory, args.requests, args.rounds, args.concurrency)
+        return
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         where = subprocess.run(
             ["df", "--output=fstype", directory], capture_output=True, text=True, check=False
@@ -173,6 +274,8 @@ def main() -> None:
             cells.append("-" if micros is None else f"{micros:,.0f} µs")
             cells.append("-" if micros is None or not reference else f"{micros / reference:.2f}")
         print(f"| {label} | {' | '.join(cells)} |")
+    with tempfile.TemporaryDirectory(dir=args.dir) as directory:
+        group_commit(directory, args.requests, args.rounds, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,21 @@ from jumpqueue import Config, Runtime
 
 RuntimeFactory = Callable[..., Runtime]
 
+# Children at the default "idle" priority run only when no other process wants the CPU:
+# on a machine the suite shares with other busy work they may not run for many seconds,
+# and the tests of timeouts and shutdowns wait on them. The runtimes of `make_runtime`
+# and `use_runtime`, and the servers of tests/executors/test_process_gunicorn.py, keep
+# the server's priority; test_process_children_run_at_the_configured_priority checks
+# every value.
+TEST_PROCESS_PRIORITY = "normal"
+
+
+def suite_config(**options: Any) -> Config:
+    """`Config(**options)`, with the children at `TEST_PROCESS_PRIORITY` unless options say."""
+    options.setdefault("process_priority", TEST_PROCESS_PRIORITY)
+    return Config(**options)
+
+
 # Property tests (tests/chaos): "ci", the default, is small and derandomized, so that
 # `make test` stays within its budget and a failure reproduces as it is; "soak"
 # (`make soak`, or `pytest --hypothesis-profile=soak`) draws many more examples at
@@ -65,7 +80,7 @@ def use_runtime() -> Iterator[RuntimeFactory]:
     made: list[Runtime] = []
 
     def use(**options: Any) -> Runtime:
-        runtime = jumpqueue.configure(Config(**options))
+        runtime = jumpqueue.configure(suite_config(**options))
         made.append(runtime)
         return runtime
 
@@ -80,13 +95,26 @@ def make_runtime() -> Iterator[RuntimeFactory]:
     made: list[Runtime] = []
 
     def make(**options: Any) -> Runtime:
-        runtime = Runtime(Config(**options))
+        runtime = Runtime(suite_config(**options))
         made.append(runtime)
         return runtime
 
     yield make
     for runtime in made:
         runtime.shutdown(timeout=5)
+
+
+@pytest.fixture
+def status_pages(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Status pages and collectors made in the test leave no later runtime observed."""
+    from jumpqueue import _observe
+    from jumpqueue._runtime import reporting
+
+    monkeypatch.setattr(reporting, "_wanted", False)
+    yield
+    for observer in _observe.observers:
+        if isinstance(observer, reporting.TaskMetrics):
+            _observe.remove_observer(observer)
 
 
 # The markers declared in pyproject.toml are given here, in one place, by what a
@@ -106,10 +134,17 @@ MARKS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "executors/test_process_gunicorn.py": ("server", "process"),
     "journal/test_journal_gunicorn.py": ("server", "process"),
     "web/test_user_suite.py": ("process",),
+    "django_tasks/test_real_server.py": ("server",),
+    "django_tasks/test_handoff.py": ("broker", "process"),  # Redis, rq worker
+    "web/test_status_page.py": ("server", "process"),  # gunicorn, and headless chromium
     "test_recipes.py": ("process",),  # each example's suite runs in a subprocess
+    "test_examples.py": ("server", "process", "broker"),  # real servers, Redis, an rq worker
 }
 # Single tests in modules that are otherwise quick and self-contained.
 MARK_BY_TEST: dict[str, dict[str, str]] = {
+    "django_tasks/test_backend.py": {
+        "test_backend_a_process_queue_runs_tasks_in_a_child_that_sets_django_up": "process",
+    },
     "test_check_cli.py": {
         "test_check_a_reachable_redis_for_rq_and_a_flask_application_factory_gets_a_note": (
             "broker"
@@ -128,9 +163,17 @@ MARK_BY_TEST: dict[str, dict[str, str]] = {
     "test_signals.py": {
         "test_signal_handler_defer_on_top_of_the_process_queue_is_handed_over": "process",
     },
+    "test_scheduling.py": {
+        "test_priorities_order_the_calls_waiting_for_a_child_process": "process",
+    },
     "test_shutdown.py": {
         "test_shutdown_at_interpreter_exit_drains": "process",
         "test_shutdown_in_a_forked_child_starts_over": "process",
+    },
+    "web/test_contrib_opentelemetry.py": {
+        "test_opentelemetry_real_server_process_spans_never_hang_under_the_ended_server_span": (
+            "server"
+        ),
     },
     "backends/test_handoff.py": {
         "test_handoff_backend_urls_import_their_engine_only_when_opened": "process",

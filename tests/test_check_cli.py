@@ -23,6 +23,18 @@ from .backends.conftest import BIN, RABBITMQ_URL, REDIS_URL, REPO, free_port, re
 WriteApp = Callable[..., str]
 
 
+@pytest.fixture(autouse=True)
+def no_django_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks here see no Django that an earlier test of this process set up.
+
+    The check sets Django up in its new processes when it is set up here
+    (tests/django_tasks does, with settings a new process cannot find).
+    """
+    apps = getattr(sys.modules.get("django.apps"), "apps", None)
+    if apps is not None:
+        monkeypatch.setattr(apps, "ready", False)
+
+
 @pytest.fixture
 def write_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WriteApp]:
     """Write modules into a project directory, the current one, with a registry of tasks its own.

@@ -16,6 +16,8 @@ def test_cli_demo_serves_a_spike_on_a_real_server_and_accounts_for_every_call(
     out = capsys.readouterr().out
     assert "spike x10" in out
     assert "drained by itself" in out
+    assert "/jumpqueue/status?html" in out
+    assert "calls accepted" in out
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 

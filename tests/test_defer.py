@@ -300,3 +300,11 @@ def test_defer_around_calls_are_entered_once_per_attempt() -> None:
         plain = jumpqueue.defer(add, 4)
     assert [d.result(timeout=5) for d in (on_thread, on_loop, plain)] == [3, 3, 4]
     assert entered == ["in", "in", "in"]
+
+
+def test_status_hashes_and_compares_as_its_value() -> None:
+    assert {"succeeded": 1}[Status.SUCCEEDED] == 1
+    by_status: dict[str, int] = {Status.HELD: 2}
+    assert by_status["held"] == 2
+    assert Status("timed_out") is Status.TIMED_OUT
+    assert len({*Status, *(status.value for status in Status)}) == len(Status)

@@ -23,6 +23,10 @@ def blocking_task() -> None:
     time.sleep(TASK_SECONDS)
 
 
+def noop() -> None:
+    """Nothing: only the cost of handing work over, running and settling it."""
+
+
 #: No jumpqueue at all: the no-task baseline, and Werkzeug's `call_on_close`.
 plain = Flask("plain")
 
@@ -39,12 +43,30 @@ def call_on_close() -> Response:
     return response
 
 
+@plain.get("/call_on_close-noop")
+def call_on_close_noop() -> Response:
+    response = Response("ok")
+    response.call_on_close(noop)
+    return response
+
+
 #: The same app with jumpqueue's extension.
 with_jumpqueue = Flask("with_jumpqueue")
 JumpQueue(with_jumpqueue)
 
 
+@with_jumpqueue.get("/none")
+def extension_alone() -> str:
+    return "ok"
+
+
 @with_jumpqueue.get("/jumpqueue")
 def deferred() -> str:
     jumpqueue.defer(io_task)
+    return "ok"
+
+
+@with_jumpqueue.get("/jumpqueue-noop")
+def deferred_noop() -> str:
+    jumpqueue.defer(noop)
     return "ok"

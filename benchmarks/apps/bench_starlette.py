@@ -28,7 +28,20 @@ def blocking_task() -> None:
     time.sleep(TASK_SECONDS)
 
 
+async def noop() -> None:
+    """Nothing: only the cost of handing work over, running and settling it."""
+
+
 async def no_task(_: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def background_noop(_: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok", background=BackgroundTask(noop))
+
+
+async def deferred_noop(_: Request) -> PlainTextResponse:
+    jumpqueue.defer(noop)
     return PlainTextResponse("ok")
 
 
@@ -51,13 +64,21 @@ async def stats(_: Request) -> JSONResponse:
     return JSONResponse({**jumpqueue.stats().as_dict(), "time": time.monotonic()})
 
 
-#: No jumpqueue at all: the no-task baseline, and Starlette's own BackgroundTasks.
-plain = Starlette(routes=[Route("/none", no_task), Route("/background", background)])
+#: No jumpqueue at all: the no-task baseline, and Starlette's own BackgroundTasks (each app
+#: routes its no-op endpoint second, so that routing costs them the same).
+plain = Starlette(
+    routes=[
+        Route("/none", no_task),
+        Route("/background-noop", background_noop),
+        Route("/background", background),
+    ]
+)
 
 #: The same server with jumpqueue's middleware.
 with_jumpqueue = Starlette(
     routes=[
         Route("/none", no_task),
+        Route("/jumpqueue-noop", deferred_noop),
         Route("/jumpqueue", deferred),
         Route("/jumpqueue-thread", deferred_thread),
         Route("/stats", stats),

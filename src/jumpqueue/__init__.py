@@ -8,7 +8,7 @@ shutdown.
 from __future__ import annotations
 
 from ._config import Config
-from ._default import configure, defer, get_runtime, shutdown, stats, submit
+from ._default import configure, defer, get_runtime, result, shutdown, stats, submit
 from ._deferred import Deferred, Status
 from ._exceptions import (
     ConfigurationError,
@@ -22,6 +22,7 @@ from ._exceptions import (
     OverloadedError,
     RemoteTaskError,
     ResponseStartedError,
+    ResultNotPortableError,
     RuntimeClosedError,
     TaskExitError,
     TaskNotRunError,
@@ -29,12 +30,15 @@ from ._exceptions import (
     WaitDeadlockError,
     WorkerCrashedError,
 )
+from ._results import CallFailure, CallResult, current_attempt, current_call_id
 from ._runtime import Runtime
 from ._stats import Stats
 from ._tasks import Task, TaskOptions, task
 from ._web.finish import afinish_request, finish_request
 
 __all__ = [
+    "CallFailure",
+    "CallResult",
     "Config",
     "ConfigurationError",
     "Deferred",
@@ -48,6 +52,7 @@ __all__ = [
     "OverloadedError",
     "RemoteTaskError",
     "ResponseStartedError",
+    "ResultNotPortableError",
     "Runtime",
     "RuntimeClosedError",
     "Stats",
@@ -61,9 +66,12 @@ __all__ = [
     "WorkerCrashedError",
     "afinish_request",
     "configure",
+    "current_attempt",
+    "current_call_id",
     "defer",
     "finish_request",
     "get_runtime",
+    "result",
     "shutdown",
     "stats",
     "submit",

@@ -19,6 +19,8 @@ ExecutorName = Literal["thread", "async", "process"]
 Serializer = Literal["json", "pickle"]
 #: How the "process" executor starts its children (see `multiprocessing`).
 StartMethod = Literal["forkserver", "spawn", "fork"]
+#: Where the "process" executor's children stand in the CPU scheduler, below the server.
+ProcessPriority = Literal["idle", "low", "normal"]
 #: How the journal syncs its commits: FULL survives power loss, NORMAL only a crash.
 JournalSynchronous = Literal["FULL", "NORMAL"]
 #: What happens to a call that cannot be journaled (see `Config.on_journal_error`).
@@ -33,6 +35,7 @@ HANDOFF_POLICIES: tuple[HandoffPolicy, ...] = get_args(HandoffPolicy)
 EXECUTOR_NAMES: tuple[ExecutorName, ...] = get_args(ExecutorName)
 SERIALIZERS: tuple[Serializer, ...] = get_args(Serializer)
 START_METHODS: tuple[StartMethod, ...] = get_args(StartMethod)
+PROCESS_PRIORITIES: tuple[ProcessPriority, ...] = get_args(ProcessPriority)
 JOURNAL_SYNCHRONOUS: tuple[JournalSynchronous, ...] = get_args(JournalSynchronous)
 JOURNAL_ERROR_POLICIES: tuple[JournalErrorPolicy, ...] = get_args(JournalErrorPolicy)
 SHED_POLICIES: tuple[ShedPolicy, ...] = get_args(ShedPolicy)

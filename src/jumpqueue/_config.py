@@ -18,12 +18,14 @@ from ._choices import (
     JOURNAL_ERROR_POLICIES,
     JOURNAL_SYNCHRONOUS,
     OVERLOAD_POLICIES,
+    PROCESS_PRIORITIES,
     SERIALIZERS,
     START_METHODS,
     HandoffPolicy,
     JournalErrorPolicy,
     JournalSynchronous,
     OverloadPolicy,
+    ProcessPriority,
     Serializer,
     StartMethod,
 )
@@ -68,6 +70,10 @@ class Config:
         overload_wait: seconds the "wait" policy blocks before it rejects.
         task_timeout: default seconds a call may run, or None (or `math.inf`,
             as `JUMPQUEUE_TASK_TIMEOUT=inf` gives) for no limit.
+        slow_call_threshold: seconds after which a running call is logged once
+            as slow (logger "jumpqueue", WARNING) with its id, task, elapsed
+            time and where it is: its thread's stack, or its coroutine's (like
+            PHP-FPM's slowlog); None (the default) for no such log.
         shutdown_timeout: seconds shutdown waits for running and pending calls.
         max_stuck_threads: threads past their timeout that may linger while
             replacements serve the pool; past it the pool shrinks instead.
@@ -82,6 +88,11 @@ class Config:
             None to keep it.
         start_method: "forkserver", "spawn" or "fork"; None for forkserver
             where the platform has it, else spawn.
+        process_priority: the children's CPU priority, so that CPU-heavy calls
+            take what the requests leave: "idle" (nice 19 and, on Linux,
+            `SCHED_IDLE`: a core only when nothing else wants it), "low" (nice
+            10), or "normal" (the server's). A child's niceness is at least the
+            server's own, and on Linux its session's autogroup gets it too.
         backend: where admitted calls go instead of the local pools: None for
             the local pools, a URL such as "rq+redis://127.0.0.1:6379/0" or
             "celery+amqp://guest:guest@127.0.0.1:5672//", or a backend object
@@ -104,13 +115,19 @@ class Config:
             "NORMAL" (it survives a crash of the process, not of the machine).
         serializer: how journaled arguments are stored: "json", or "pickle"
             to opt in for every task (`TaskOptions.serializer` overrides it).
-        journal_retention: seconds done and skipped records are kept; failed
-            and quarantined ones are kept until purged.
+        journal_retention: seconds done and skipped records (and the outcomes
+            `jumpqueue.result()` reads in them) are kept; failed and
+            quarantined ones are kept until purged.
         journal_lease: seconds a process owns a record without renewing its
             lease (it renews it every third of that while it lives).
         on_journal_error: when the journal cannot be written (full disk,
             read-only file): "memory" runs the call without it; "overload"
             applies the task's overload policy as if the backlog were full.
+        status_dir: a directory where each server worker process writes a
+            snapshot of its counters once a second, so that the status page
+            and the Prometheus collector of any worker show the sum over all
+            of them (one directory per server; it is created, private to its
+            user); None (the default) writes nothing: they show one process.
 
     Raises:
         ConfigurationError: a value is out of range; the message names the field.
@@ -123,6 +140,7 @@ class Config:
     on_overload: OverloadPolicy = "wait"
     overload_wait: float = 1.0
     task_timeout: float | None = None
+    slow_call_threshold: float | None = None
     shutdown_timeout: float = 20.0
     max_stuck_threads: int = 8
     max_processes: int = 2
@@ -130,6 +148,7 @@ class Config:
     max_tasks_per_child: int | None = None
     process_idle_timeout: float | None = 300.0
     start_method: StartMethod | None = None
+    process_priority: ProcessPriority = "idle"
     # Not in the repr: a broker URL may carry a password.
     backend: str | Backend | None = dataclasses.field(default=None, repr=False)
     backend_queue: str | None = None
@@ -142,6 +161,7 @@ class Config:
     journal_retention: float = 7 * 24 * 3600.0
     journal_lease: float = 30.0
     on_journal_error: JournalErrorPolicy = "memory"
+    status_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_workers", "max_async", "max_pending"):
@@ -153,6 +173,8 @@ class Config:
             check_seconds("task_timeout", self.task_timeout, allow_zero=False)
         if self.max_queue_wait is not None:
             check_seconds("max_queue_wait", self.max_queue_wait, allow_zero=False)
+        if self.slow_call_threshold is not None:
+            check_seconds("slow_call_threshold", self.slow_call_threshold, allow_zero=False)
         check_choice("on_overload", self.on_overload, OVERLOAD_POLICIES)
         _check_int("max_processes", self.max_processes, minimum=1)
         size: object = self.memory_limit
@@ -169,6 +191,7 @@ class Config:
                 f"start_method must be one of {', '.join(START_METHODS)} or None, "
                 f"not {shown(self.start_method)}"
             )
+        check_choice("process_priority", self.process_priority, PROCESS_PRIORITIES)
         check_backend("backend", self.backend)
         if self.backend_queue is not None and (
             not isinstance(self.backend_queue, str) or not self.backend_queue
@@ -183,17 +206,11 @@ class Config:
         check_seconds("handoff_timeout", self.handoff_timeout, allow_zero=False)
         check_choice("on_handoff_error", self.on_handoff_error, HANDOFF_POLICIES)
         self._check_journal()
+        status_dir = _path("status_dir", self.status_dir, "a directory path")
+        object.__setattr__(self, "status_dir", status_dir)
 
     def _check_journal(self) -> None:
-        journal: object = self.journal
-        if isinstance(journal, os.PathLike):
-            journal = os.fspath(journal)
-        if journal is not None:
-            if not isinstance(journal, str) or not journal.strip():
-                raise ConfigurationError(
-                    f"journal must be a file path or None, not {shown(journal)}"
-                )
-            object.__setattr__(self, "journal", os.path.expanduser(journal))
+        object.__setattr__(self, "journal", _path("journal", self.journal, "a file path"))
         synchronous: object = self.journal_synchronous
         if isinstance(synchronous, str):
             object.__setattr__(self, "journal_synchronous", synchronous.upper())
@@ -259,6 +276,7 @@ class ConfigOptions(TypedDict, total=False):
     on_overload: OverloadPolicy
     overload_wait: float
     task_timeout: float | None
+    slow_call_threshold: float | None
     shutdown_timeout: float
     max_stuck_threads: int
     max_processes: int
@@ -266,6 +284,7 @@ class ConfigOptions(TypedDict, total=False):
     max_tasks_per_child: int | None
     process_idle_timeout: float | None
     start_method: StartMethod | None
+    process_priority: ProcessPriority
     backend: str | Backend | None
     backend_queue: str | None
     check_handoff: bool
@@ -277,6 +296,7 @@ class ConfigOptions(TypedDict, total=False):
     journal_retention: float
     journal_lease: float
     on_journal_error: JournalErrorPolicy
+    status_dir: str | os.PathLike[str] | None
 
 
 def _warn_unknown_variables(environ: Mapping[str, str], known: list[str]) -> None:
@@ -374,6 +394,17 @@ def redact(url: str) -> str:
     if not found or not at or ":" not in credentials:
         return url
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
+
+
+def _path(name: str, value: object, what: str) -> str | None:
+    # A path option: None, or a non-empty str or path-like, with "~" expanded.
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be {what} or None, not {shown(value)}")
+    return os.path.expanduser(value)
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

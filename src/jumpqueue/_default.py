@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from . import _tasks
 from ._config import Config
 from ._deferred import Deferred
+from ._results import CallResult
 from ._runtime import Runtime
 from ._stats import Stats
 
@@ -147,6 +148,11 @@ def submit(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Deferred[Any
         InvalidCallError, OverloadedError, HandOffError, RuntimeClosedError: as `defer()`.
     """
     return serving_runtime().submit(fn, *args, **kwargs)
+
+
+def result(call_id: str) -> CallResult | None:
+    """The outcome of a call by its id, from the default runtime (see `Runtime.result`)."""
+    return get_runtime().result(call_id)
 
 
 def stats() -> Stats:

@@ -7,9 +7,11 @@ import enum
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from . import _observe
 from ._exceptions import TaskNotRunError, TaskTimeoutError, WaitDeadlockError
 
 if TYPE_CHECKING:
@@ -25,11 +27,15 @@ R = TypeVar("R")
 class Status(str, enum.Enum):
     """Where a deferred call is in its life; every status after RUNNING is final.
 
+    SCHEDULED: admitted, waiting for its time (`delay`, `run_after`); it
+    becomes PENDING when due.
+
     HANDED_OFF is final for this process: the call went to a distributed engine
     (`backend=`), which now owns its outcome.
     """
 
     HELD = "held"
+    SCHEDULED = "scheduled"
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -41,6 +47,10 @@ class Status(str, enum.Enum):
     JOURNALED = "journaled"
     HANDED_OFF = "handed_off"
 
+    # Hashed as its value, in C: Enum's own __hash__ is Python code, and the ledger counts
+    # every call that ends in a dict keyed by status.
+    __hash__ = str.__hash__
+
     def __str__(self) -> str:
         return self.value
 
@@ -51,8 +61,13 @@ class Status(str, enum.Enum):
 
 
 def is_live(status: Status) -> bool:
-    """True while a call is held, pending or running (identity tests: enum hashing is slow)."""
-    return status is Status.HELD or status is Status.PENDING or status is Status.RUNNING
+    """True while a call is held, scheduled, pending or running (identity tests: fast)."""
+    return (
+        status is Status.PENDING
+        or status is Status.RUNNING
+        or status is Status.HELD
+        or status is Status.SCHEDULED
+    )
 
 
 _NOT_RUN = (Status.SHED, Status.SKIPPED, Status.ABANDONED, Status.JOURNALED)
@@ -94,25 +109,38 @@ class Deferred(Generic[R]):
         name: the task's name (by default the function's import path).
         options: the task options in force for this call.
         attempts: how many times the call has started.
+        enqueued_at, started_at, attempted_at, finished_at: `time.time()` when
+            the call was deferred, when its first and its last attempt started,
+            when it became final (0.0: not yet).
+        start_at: `time.time()` before which it may not start (`delay`,
+            `run_after`), or None.
     """
 
     __slots__ = (
         "_done",
         "_exception",
+        "_failures",
         "_holder",
+        "_observed",
         "_record",
         "_result",
         "_status",
         "args",
+        "attempted_at",
         "attempts",
         "context",
+        "enqueued_at",
         "executor",
+        "finished_at",
         "fn",
         "id",
         "kwargs",
         "loop",
         "name",
         "options",
+        "start_at",
+        "started_at",
+        "worker_ids",
     )
 
     def __init__(  # noqa: PLR0917 -- on the defer() hot path, positional is cheaper
@@ -137,6 +165,12 @@ class Deferred(Generic[R]):
         self.context = context
         self.loop = loop
         self.attempts = 0
+        self.enqueued_at = time.time()
+        self.started_at = self.attempted_at = self.finished_at = 0.0
+        self.start_at: float | None = options.start_at()
+        #: Who ran each attempt ("host:pid"), and how each failed attempt failed.
+        self.worker_ids: tuple[str, ...] = ()
+        self._failures: tuple[tuple[str, str], ...] = ()
         self._status = Status.PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
@@ -145,6 +179,8 @@ class Deferred(Generic[R]):
         self._record: Record | None = None
         #: The request scope that holds the call until its response is sent, if any.
         self._holder: Holder | None = None
+        #: The call as observers see it, once one has (see `jumpqueue.integration.add_observer`).
+        self._observed: _observe.ObservedCall | None = None
 
     def __repr__(self) -> str:
         return f"<Deferred {self.id} {self.name} {self._status.value}>"
@@ -241,29 +277,48 @@ class Deferred(Generic[R]):
             raise TimeoutError(f"{self!r} is not finished after {timeout} s")
         return self._exception
 
+    def _observed_call(self) -> _observe.ObservedCall:
+        """The call as observers see it (made now if no observer saw it deferred)."""
+        observed = self._observed
+        if observed is None:
+            observed = _observe.ObservedCall(self.id, self.name, self.executor, {})
+            self._observed = observed
+        return observed
+
     # The runtime's ledger drives the handle through these; they are not public API.
 
     def _resolve(self, status: Status, result: Any, error: BaseException | None) -> None:
         # The outcome is written before the final status that publishes it.
-        if error is None and status is Status.TIMED_OUT:
-            error = TaskTimeoutError(f"{self.name} [{self.id}] ran past its timeout")
-        elif error is None and status is Status.JOURNALED:
-            error = TaskNotRunError(
-                f"{self.name} [{self.id}] was journaled: it runs from the journal, "
-                "which records its outcome",
-                status=status,
-            )
-        elif error is None and status in _NOT_RUN:
-            error = TaskNotRunError(f"{self.name} [{self.id}] was {status.value}", status=status)
+        if error is None and status is not Status.SUCCEEDED:
+            error = self._why_not(status)
         self._result = result
         self._exception = error
-        # Free what the call held: a finished handle may be kept long after.
-        self.args = ()
-        self.kwargs = {}
+        self.finished_at = time.time()
+        # Free what the call held: a finished handle may be kept long after (unless
+        # its outcome is kept, with what it was called with).
+        if not self.options.keep_result:
+            self.args = ()
+            self.kwargs = {}
         self.context = None
         self.loop = None
         self._holder = None
         self._status = status
+        if _observe.observers:
+            _observe.settled(self._observed_call(), status._value_, error)
+
+    def _why_not(self, status: Status) -> BaseException | None:
+        # What a call that ended without an exception of its own but did not succeed raises.
+        if status is Status.TIMED_OUT:
+            return TaskTimeoutError(f"{self.name} [{self.id}] ran past its timeout")
+        if status is Status.JOURNALED:
+            return TaskNotRunError(
+                f"{self.name} [{self.id}] was journaled: it runs from the journal, "
+                "which records its outcome",
+                status=status,
+            )
+        if status in _NOT_RUN:
+            return TaskNotRunError(f"{self.name} [{self.id}] was {status.value}", status=status)
+        return None
 
     def _notify(self) -> None:
         done = self._done

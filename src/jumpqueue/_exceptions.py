@@ -19,7 +19,7 @@ JumpQueueError
 ├── HandOffError                           the backend could not take a call ("raise" fallback)
 ├── WorkerCrashedError                     the child process running the call died
 ├── MemoryLimitError (also MemoryError)    the call went past memory_limit in its child
-└── RemoteTaskError                        a child's exception that could not come back as itself
+├── RemoteTaskError                        a child's exception that could not come back as itself
 """
 
 from __future__ import annotations
@@ -188,6 +188,21 @@ class RemoteTaskError(JumpQueueError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.type_name, self.message, self.traceback))
+
+
+class ResultNotPortableError(JumpQueueError, TypeError):
+    """A call with `keep_result=True` returned a value JSON cannot hold; the call failed.
+
+    Attributes:
+        type_name: the type of the value (or of the part of it) that JSON cannot hold.
+    """
+
+    def __init__(self, message: str, *, type_name: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), str(self), {"type_name": self.type_name}))
 
 
 def _rebuild(kind: type[Exception], message: str, keywords: dict[str, object]) -> Exception:

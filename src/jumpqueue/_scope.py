@@ -73,6 +73,7 @@ class RequestScope:
         self._lock = threading.Lock()
         self._held: list[tuple[ScopeHost, Deferred[Any]]] = []
         self._sealed = 0  # how many of _held were sealed
+        self._unsealed = False  # calls held since then go to a journal
         self._released = False
 
     @property
@@ -82,6 +83,11 @@ class RequestScope:
 
     def __len__(self) -> int:
         return len(self._held)
+
+    @property
+    def unsealed(self) -> bool:
+        """True while calls held since the last seal wait to be written to a journal."""
+        return self._unsealed
 
     def activate(self) -> contextvars.Token[RequestScope | None]:
         """Make this the scope of the current context; `deactivate(token)` undoes it."""
@@ -107,6 +113,8 @@ class RequestScope:
             if self._released:
                 return False
             self._held.append((host, deferred))
+            if host.journaled:
+                self._unsealed = True
             return True
         finally:
             lock.release()
@@ -123,7 +131,8 @@ class RequestScope:
         journal it does nothing. A journal that cannot be written makes the
         calls fall back (see `Config.on_journal_error`); it never raises.
         """
-        self._seal(always_only=False)
+        if self._unsealed:  # without a journal, there is nothing to write
+            self._seal(always_only=False)
 
     async def aseal(self, *, always_only: bool = False) -> None:
         """`seal()` for coroutines: the commit is waited for in a thread, not on the loop.
@@ -132,7 +141,7 @@ class RequestScope:
         `always_only`, only the calls that run whatever happened are written
         (a failed request's).
         """
-        if any(host.journaled for host, _ in self._held[self._sealed :]):
+        if self.unsealed:
             await asyncio.to_thread(self._seal, always_only=always_only)
 
     def _seal(self, *, always_only: bool) -> None:
@@ -140,6 +149,7 @@ class RequestScope:
             if self._released:
                 return
             fresh, self._sealed = self._held[self._sealed :], len(self._held)
+            self._unsealed = False
         by_host: dict[ScopeHost, list[Deferred[Any]]] = {}
         for host, deferred in fresh:
             if deferred.options.always or not always_only:
@@ -154,7 +164,7 @@ class RequestScope:
         with `always=True`, and the rest are skipped (counted and logged). Calls
         not sealed yet are sealed first (those that will run).
         """
-        if self._sealed < len(self._held):
+        if self.unsealed:  # without a journal, there is nothing to write
             self._seal(always_only=not succeeded)
         with self._lock:
             if self._released:

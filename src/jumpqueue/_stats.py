@@ -12,7 +12,9 @@ class Stats:
 
     Each call is counted once in `submitted`, and is at any moment either in
     flight (held, pending or running) or in exactly one final state, so
-    `submitted == finished + in_flight` always holds. A call this runtime
+    `submitted == finished + in_flight` always holds. A scheduled call
+    (`delay`, `run_after`) is in flight, and holds a slot of `max_pending`,
+    while it waits for its time. A call this runtime
     left to the journal (spilled, or handed back by a failed hand-off) and
     then takes up again is the same call: it leaves `journaled` for in flight
     and its next outcome, and counts again only in `recovered`, which counts
@@ -39,7 +41,7 @@ class Stats:
         journal_fallbacks: calls that could not be journaled (full disk,
             unwritable file): run without the journal, or given the overload policy.
         journal_degraded: True while journal writes fail.
-        held, pending, running: calls in that state now.
+        held, scheduled, pending, running: calls in that state now.
         workers: threads and child processes serving now.
         stuck_threads: threads still running calls that timed out.
         backends: per backend name ("rq", "celery"), its hand-off counters:
@@ -65,6 +67,7 @@ class Stats:
     journal_fallbacks: int = 0
     journal_degraded: bool = False
     held: int = 0
+    scheduled: int = 0
     pending: int = 0
     running: int = 0
     workers: int = 0
@@ -73,8 +76,8 @@ class Stats:
 
     @property
     def in_flight(self) -> int:
-        """Calls held, pending or running."""
-        return self.held + self.pending + self.running
+        """Calls held, scheduled, pending or running."""
+        return self.held + self.scheduled + self.pending + self.running
 
     @property
     def finished(self) -> int:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import inspect
 import math
 import random
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
@@ -38,6 +40,8 @@ T = TypeVar("T")
 
 #: Longest wait between two retries, whatever the backoff doubles to.
 MAX_RETRY_DELAY = 300.0
+#: The range of `TaskOptions.priority` (Django's Tasks API uses the same).
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
 #: Doublings past this many change nothing (2**64 seconds outlast any backoff's cap), and
 #: `2**1024` would not even convert to a float.
 _MAX_DOUBLINGS = 64
@@ -69,6 +73,16 @@ class TaskOptions:
             or "pickle" to opt in; None for the runtime's setting.
         on_handoff_error: what happens when the backend cannot take the call:
             "local", "journal" or "raise"; None for the runtime's setting.
+        priority: -100..100; among calls waiting for a worker of the same
+            pool, higher ones start first (equal ones in the order they came).
+        delay: seconds to wait, once admitted, before the call may start
+            (status "scheduled" until then); None to start as soon as it can.
+        run_after: the earliest time the call may start, a timezone-aware
+            datetime; mutually exclusive with `delay`.
+        keep_result: keep the call's outcome readable by id
+            (`jumpqueue.result()`), in the journal for `journal_retention`;
+            its return value must then be JSON (else it fails with
+            `ResultNotPortableError`).
 
     Raises:
         ConfigurationError: an option is out of range; the message names it.
@@ -85,6 +99,10 @@ class TaskOptions:
     name: str | None = None
     serializer: Serializer | None = None
     on_handoff_error: HandoffPolicy | None = None
+    priority: int = 0
+    delay: float | None = None
+    run_after: datetime.datetime | None = None
+    keep_result: bool = False
 
     def __post_init__(self) -> None:
         if self.executor is not None:
@@ -117,6 +135,39 @@ class TaskOptions:
             check_choice("serializer", self.serializer, SERIALIZERS)
         if self.on_handoff_error is not None:
             check_choice("on_handoff_error", self.on_handoff_error, HANDOFF_POLICIES)
+        self._check_timing()
+
+    def _check_timing(self) -> None:
+        priority = self.priority
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigurationError(f"priority must be an int, not {shown(priority)}")
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise ConfigurationError(
+                f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, not {shown(priority)}"
+            )
+        if self.delay is not None:
+            check_seconds("delay", self.delay, allow_zero=True)
+        run_after = self.run_after
+        if run_after is not None:
+            if not isinstance(run_after, datetime.datetime):
+                raise ConfigurationError(f"run_after must be a datetime, not {shown(run_after)}")
+            if run_after.utcoffset() is None:
+                raise ConfigurationError(
+                    f"run_after must be timezone-aware, not the naive datetime {run_after}: "
+                    "say which time zone it is in (datetime.timezone.utc, zoneinfo)"
+                )
+            if self.delay is not None:
+                raise ConfigurationError("delay and run_after exclude each other; give one")
+        if not isinstance(self.keep_result, bool):
+            raise ConfigurationError(f"keep_result must be a bool, not {shown(self.keep_result)}")
+
+    def start_at(self) -> float | None:
+        """When a call deferred now may start, as a `time.time()` wall clock; None for at once."""
+        if self.delay is not None:
+            return time.time() + self.delay if self.delay > 0 else None
+        if self.run_after is not None:
+            return self.run_after.timestamp()
+        return None
 
     @classmethod
     def build(cls, **values: Any) -> TaskOptions:
@@ -143,6 +194,10 @@ class TaskOptionValues(TypedDict, total=False):
     name: str | None
     serializer: Serializer | None
     on_handoff_error: HandoffPolicy | None
+    priority: int
+    delay: float | None
+    run_after: datetime.datetime | None
+    keep_result: bool
 
 
 DEFAULT_OPTIONS = TaskOptions()
@@ -231,6 +286,11 @@ class Task(Generic[P, R]):
             field.name: getattr(self.task_options, field.name)
             for field in dataclasses.fields(TaskOptions)
         }
+        # A delay replaces a run_after, and the other way round.
+        if overrides.get("delay") is not None:
+            current["run_after"] = None
+        if overrides.get("run_after") is not None:
+            current["delay"] = None
         copy: Task[P, R] = Task(self.fn, TaskOptions.build(**{**current, **overrides}))
         copy.name = overrides.get("name") or self.name
         return copy
@@ -317,8 +377,12 @@ class CallableInfo:
     signature: inspect.Signature | None
     is_coroutine: bool
     name: str
+    #: The executor a call runs on when its task names none.
+    executor: ExecutorName
     #: Shapes of calls (positional count, keyword names) already found to fit.
     fitting_shapes: set[tuple[int, tuple[str, ...]]] = dataclasses.field(default_factory=set)
+    #: Counts of positional arguments, without keywords, already found to fit.
+    fitting_counts: set[int] = dataclasses.field(default_factory=set)
 
 
 # A plain dict is several times faster than a WeakKeyDictionary on the defer() hot
@@ -328,20 +392,28 @@ _INFO_CACHE_SIZE = 4096
 
 
 def callable_info(fn: Callable[..., Any]) -> CallableInfo:
-    """Signature, kind and name of fn, cached while fn lives."""
+    """Signature, kind and name of fn, cached while fn lives.
+
+    Raises:
+        InvalidCallError: fn is not something `defer()` can call later (checked
+            before it is cached: a cached fn passed the check).
+    """
     try:
         return _info_cache[fn]
     except (KeyError, TypeError):  # TypeError: an unhashable callable object
         pass
+    check_callable(fn)
     try:
         signature: inspect.Signature | None = inspect.signature(fn)
     except (TypeError, ValueError):  # some builtins have no signature to check against
         signature = None
     target = fn.__call__ if not inspect.isroutine(fn) and hasattr(fn, "__call__") else fn  # noqa: B004 -- callable objects
+    is_coroutine = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(target)
     info = CallableInfo(
         signature=signature,
-        is_coroutine=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(target),
+        is_coroutine=is_coroutine,
         name=import_path(fn),
+        executor="async" if is_coroutine else "thread",
     )
     if len(_info_cache) >= _INFO_CACHE_SIZE:
         _info_cache.clear()
@@ -356,7 +428,7 @@ def executor_for(options: TaskOptions, info: CallableInfo) -> ExecutorName:
     Raises:
         InvalidCallError: the task names the "async" executor for a plain function.
     """
-    executor = options.executor or ("async" if info.is_coroutine else "thread")
+    executor = options.executor or info.executor
     if executor == "async" and not info.is_coroutine:
         raise InvalidCallError(
             f"executor='async' needs a coroutine function; {info.name} is not one"
@@ -369,11 +441,16 @@ def check_arguments(info: CallableInfo, args: tuple[Any, ...], kwargs: dict[str,
     if info.signature is None:
         return
     # Whether arguments fit depends only on their count and keyword names.
-    shape = (len(args), tuple(kwargs))
-    if shape in info.fitting_shapes:
+    if not kwargs:
+        if len(args) in info.fitting_counts:
+            return
+    elif (len(args), tuple(kwargs)) in info.fitting_shapes:
         return
     try:
         info.signature.bind(*args, **kwargs)
     except TypeError as error:
         raise InvalidCallError(f"bad arguments for {info.name}: {error}") from None
-    info.fitting_shapes.add(shape)
+    if kwargs:
+        info.fitting_shapes.add((len(args), tuple(kwargs)))
+    else:
+        info.fitting_counts.add(len(args))

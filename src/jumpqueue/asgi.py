@@ -100,7 +100,8 @@ class JumpQueueMiddleware:
         exchange = _Exchange(scope, receive, send, self.counters)
         scope_token = exchange.request_scope.activate()
         exchange_token = current_exchange.set(exchange)
-        around_token = around_calls.set(around_calls.get() + self.around_calls)
+        extra = self.around_calls
+        around_token = around_calls.set(around_calls.get() + extra) if extra else None
         carried_tokens = carry_from_headers(scope.get("headers", ()))
         error: BaseException | None = None
         try:
@@ -124,7 +125,8 @@ class JumpQueueMiddleware:
         finally:
             for variable, token in reversed(carried_tokens):
                 variable.reset(token)
-            around_calls.reset(around_token)
+            if around_token is not None:
+                around_calls.reset(around_token)
             current_exchange.reset(exchange_token)
             exchange.request_scope.deactivate(scope_token)
             await exchange.arelease(error)
@@ -224,7 +226,7 @@ class _Exchange:
             self._body_bytes += len(body)
             if completes and len(body) > LARGE_BODY:
                 message = await self._pace(message, body)
-        if completes:
+        if completes and self.request_scope.unsealed:
             # With a journal, the request's calls are on disk before its last byte leaves.
             await self.request_scope.aseal()
         try:  # inline, not through _send_to_server(): the path every response takes
@@ -326,7 +328,7 @@ class _Exchange:
         """`release()`, with the journal's commit waited for off the event loop."""
         succeeded = self._succeeded(error)
         try:
-            if not self.request_scope.released:
+            if self.request_scope.unsealed:
                 await self.request_scope.aseal(always_only=not succeeded)
         finally:  # cancelled meanwhile: release() writes what is left, then it goes on
             self.request_scope.release(succeeded=succeeded)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import _check_cli
+from . import _check_cli, _top_cli
 from ._journal import cli as _journal_cli
 from ._runtime import Runtime
 
@@ -21,9 +21,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--plot", type=Path, default=None, help="write the timeline to this PNG")
     _journal_cli.add_commands(commands)
     _check_cli.add_command(commands)
+    _top_cli.add_command(commands)
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check_cli.run(args)
+    if args.command == "top":
+        return _top_cli.run(args)
     if args.command in _journal_cli.COMMANDS:
         return _journal_cli.run(args, make_runtime=Runtime)
     if args.command == "demo":

@@ -53,6 +53,9 @@ The other names:
   not waited for.
 - `Exchange`, `bind_exchange()`: what `jumpqueue.finish_request()` talks to, for
   a server integration that sends a response before its handler returns.
+- `add_observer()`, `remove_observer()`, `CallObserver`, `ObservedCall`: hooks
+  at every call's defer, attempts, settlement and shedding, for tracing and
+  metrics (`jumpqueue.contrib.opentelemetry` is one; docs/observability.md).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._observe import CallObserver, ObservedCall, add_observer, remove_observer
 from ._scope import RequestScope, around_calls
 from ._scope import current_scope as _current_scope
 from ._web.finish import Exchange, bind_exchange
@@ -77,9 +81,12 @@ from ._web.serving import (
 __all__ = [
     "LARGE_BODY",
     "OVERLOADED_BODY",
+    "CallObserver",
     "Exchange",
     "HttpCounters",
+    "ObservedCall",
     "RequestScope",
+    "add_observer",
     "await_until_received",
     "bind_exchange",
     "carry_from_headers",
@@ -87,6 +94,7 @@ __all__ = [
     "drain_runtime",
     "log_overloaded",
     "overloaded_headers",
+    "remove_observer",
     "start_runtime",
     "wait_until_received",
     "wrap_calls",

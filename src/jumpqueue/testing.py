@@ -91,7 +91,8 @@ def immediate(
     completes it (the test client's), or is skipped as in production. Retries
     run at once, unless `sleep_backoff` (then their backoff is slept); a call
     past its timeout times out as in production (it cannot be stopped in the
-    test's thread: what it returns later is discarded). A call deferred
+    test's thread: what it returns later is discarded). A delayed call
+    (`delay`, `run_after`) runs at once, as `capture()` records it at once. A call deferred
     outside a request that fails raises its exception out of `defer()`, so a
     test sees it where the call was made. It applies to `runtime`, by default
     the default runtime, and yields the calls deferred in the block.

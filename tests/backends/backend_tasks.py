@@ -54,6 +54,14 @@ async def async_record(tag: str) -> None:
     report(tag)
 
 
+def current_span() -> list[int]:
+    """The trace and span ids of the span current while it runs (OpenTelemetry)."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return [context.trace_id, context.span_id]
+
+
 @jumpqueue.task(retries=2, retry_backoff=0.0, retry_on=(ValueError,))
 def flaky(tag: str, failures: int) -> None:
     """Fail with ValueError on the first `failures` runs, then succeed."""

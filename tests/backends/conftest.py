@@ -276,7 +276,7 @@ def asgi_app(handler: Handler) -> JumpQueueMiddleware:
 
 
 @contextlib.contextmanager
-def served(app: JumpQueueMiddleware) -> Iterator[str]:
+def served(app: Any) -> Iterator[str]:
     """Serve the app with uvicorn on a loopback port, in a thread; yields its base URL."""
     import uvicorn
 

@@ -119,6 +119,44 @@ def test_rq_request_hands_off_to_a_real_worker(
     assert stats.succeeded == 0
 
 
+def test_rq_trace_context_crosses_to_the_worker_with_the_hand_off(
+    queue: str, connection: redis.Redis, use_runtime: RuntimeFactory
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from jumpqueue.contrib.opentelemetry import JumpQueueInstrumentor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = JumpQueueInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    traced_queue = f"{queue}-traced"
+    try:
+        use_runtime(backend=f"rq+{REDIS_URL}", backend_queue=traced_queue)
+        with provider.get_tracer("tests").start_as_current_span("request"):
+            handle = jumpqueue.defer(backend_tasks.current_span)
+        assert handle.wait(10)
+        assert handle.status is Status.HANDED_OFF
+        # A real RQ worker, in this process so that its spans reach the same exporter.
+        rq_queue = rq.Queue(traced_queue, connection=connection)
+        assert rq.SimpleWorker([rq_queue], connection=connection).work(burst=True)
+    finally:
+        instrumentor.uninstrument()
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    producer, process = spans[f"send rq:{traced_queue}"], spans[f"process rq:{traced_queue}"]
+    assert producer.parent is not None
+    assert producer.parent.span_id == spans["request"].context.span_id
+    assert process.parent is None
+    assert [link.context.span_id for link in process.links] == [producer.context.span_id]
+    assert (process.attributes or {})["messaging.message.id"] == handle.id
+    # The call ran inside the process span.
+    job = Job.fetch(handle.id, connection=connection)
+    assert job.return_value() == [process.context.trace_id, process.context.span_id]
+
+
 def test_rq_task_options_map_onto_the_job(
     queue: str,
     connection: redis.Redis,

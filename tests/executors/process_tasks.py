@@ -276,3 +276,12 @@ def log_records() -> int:
     except ZeroDivisionError:
         logging.getLogger("tests.child").exception("with a traceback")
     return os.getpid()
+
+
+def scheduling() -> tuple[int, int, int | None]:
+    """This process's scheduling policy, niceness, and its autogroup's niceness (if any)."""
+    try:
+        autogroup = int(Path("/proc/self/autogroup").read_text().split()[-1])
+    except OSError:
+        autogroup = None
+    return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0), autogroup

@@ -432,6 +432,24 @@ def test_process_child_is_replaced_after_max_tasks(make_runtime: RuntimeFactory)
 
 
 @linux_only
+def test_process_children_run_at_the_configured_priority(make_runtime: RuntimeFactory) -> None:
+    server = os.getpriority(os.PRIO_PROCESS, 0)
+    # A child's session is an autogroup of its own, where the kernel has them: niced too.
+    groups = Path("/proc/self/autogroup").exists()
+    expected = {
+        "idle": (os.SCHED_IDLE, 19, 19 if groups else None),
+        "low": (os.SCHED_OTHER, max(server, 10), max(server, 10) if groups else None),
+        "normal": (os.SCHED_OTHER, server, 0 if groups else None),
+    }
+    seen = {}
+    for priority in expected:
+        runtime = make_runtime(max_processes=1, process_priority=priority)
+        seen[priority] = runtime.defer(in_process(tasks.scheduling)).result(timeout=20)
+    assert seen == expected
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the server itself is left as it was
+
+
+@linux_only
 def test_process_idle_child_retires_and_comes_back_on_demand(
     make_runtime: RuntimeFactory,
 ) -> None:
@@ -715,8 +733,14 @@ def test_process_crash_isolation_matches_pebble(
 
 
 def test_process_config_reads_sizes_and_refuses_bad_values() -> None:
-    environ = {"JUMPQUEUE_MEMORY_LIMIT": "512MiB", "JUMPQUEUE_START_METHOD": "spawn"}
+    environ = {
+        "JUMPQUEUE_MEMORY_LIMIT": "512MiB",
+        "JUMPQUEUE_START_METHOD": "spawn",
+        "JUMPQUEUE_PROCESS_PRIORITY": "low",
+    }
     config = Config.from_env(environ)
+    assert config.process_priority == "low"
+    assert Config().process_priority == "idle"
     assert config.memory_limit == 512 * 1024**2
     assert config.start_method == "spawn"
     assert Config(memory_limit="1G").memory_limit == 1024**3  # type: ignore[arg-type]
@@ -727,6 +751,7 @@ def test_process_config_reads_sizes_and_refuses_bad_values() -> None:
         {"max_tasks_per_child": 0},
         {"process_idle_timeout": 0},
         {"start_method": "vfork"},
+        {"process_priority": "lowest"},
     ]
     for options in bad:
         with pytest.raises(ConfigurationError, match=next(iter(options))):

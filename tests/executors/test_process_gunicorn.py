@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import pytest
 
+from ..conftest import TEST_PROCESS_PRIORITY
 from ..web.harness import PY, Coordinator, RunningServer, ServerSpec, running
 from .gunicorn_process_app import proc_stat
 from .test_process import settled_signal, wait_until
@@ -233,6 +234,7 @@ def _serving(
             JQTEST_WARM_UP="1",
             JUMPQUEUE_MAX_PROCESSES=str(MAX_PROCESSES),
             JUMPQUEUE_SHUTDOWN_TIMEOUT=str(shutdown_timeout),
+            JUMPQUEUE_PROCESS_PRIORITY=TEST_PROCESS_PRIORITY,
         ) as server:
             served = Gunicorn(server, coordinator, out, preload, seen)
             served.remember()

@@ -361,3 +361,23 @@ def test_contrib_django_response_works_with_finish_request_under_wsgi() -> None:
     streamed = serve_wsgi(JumpQueueMiddleware(app), wsgi_environ("/stream"))
     assert streamed.content == b"stream"
     assert ("Content-Length", "6") in streamed.headers
+
+
+def test_contrib_django_status_view_serves_the_page_to_loopback_or_the_token(
+    status_pages: None,
+) -> None:
+    from django.test import RequestFactory
+
+    from jumpqueue.contrib.django import status_view
+
+    factory = RequestFactory()
+    local = status_view()(factory.get("/status", {"openmetrics": ""}))
+    locked = status_view(token="t")  # noqa: S106
+    refused = locked(factory.get("/status"))
+    given = locked(factory.get("/status", {"json": ""}, HTTP_AUTHORIZATION="Bearer t"))
+    assert local.status_code == 200  # RequestFactory's client is 127.0.0.1
+    assert local["Content-Type"].startswith("application/openmetrics-text")
+    assert local.content.endswith(b"# EOF\n")
+    assert refused.status_code == 403
+    assert given.status_code == 200
+    assert b'"accepted"' in given.content

@@ -182,7 +182,9 @@ def _drain(args: argparse.Namespace, out: TextIO, make_runtime: Callable[[Config
         try:
             while deadline is None or time.monotonic() < deadline:
                 stats = runtime.stats()
-                if stats.in_flight == 0 and (stats.journal_degraded or not _runnable(watcher)):
+                # Calls scheduled for later are not waited for: they stay in the journal.
+                busy = stats.in_flight - stats.scheduled
+                if busy == 0 and (stats.journal_degraded or not _runnable(watcher)):
                     break
                 time.sleep(0.05)
         finally:

@@ -25,7 +25,7 @@ _warned_about_sqlite = False
 
 #: PRAGMA application_id of a jumpqueue journal ("JQJL").
 APPLICATION_ID = 0x4A514A4C
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Seconds a write waits for another process's transaction before it fails.
 BUSY_TIMEOUT = 2.0
 
@@ -54,6 +54,19 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             handoff_fallbacks INTEGER NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX calls_by_state ON calls (state, created)",
+    ),
+    # 1 -> 2: priorities, times to start after, and outcomes readable by id.
+    1: (
+        "ALTER TABLE calls ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE calls ADD COLUMN run_after REAL",
+        "ALTER TABLE calls ADD COLUMN keep_result INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE calls ADD COLUMN status TEXT",
+        "ALTER TABLE calls ADD COLUMN result TEXT",
+        "ALTER TABLE calls ADD COLUMN errors TEXT",
+        "ALTER TABLE calls ADD COLUMN started REAL",
+        "ALTER TABLE calls ADD COLUMN attempted REAL",
+        "ALTER TABLE calls ADD COLUMN finished REAL",
+        "ALTER TABLE calls ADD COLUMN workers TEXT",
     ),
 }
 # Connections open in this process, by id, so that none is closed by the garbage

@@ -19,15 +19,17 @@ succeeds again.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import TYPE_CHECKING, Any
 
 from .._codec import known_task
 from .._deferred import Deferred, Status
-from .records import make_record
+from .._results import to_json
+from .records import make_record, read_result
 from .schema import CLAIMED, DONE, FAILED, HELD, PENDING, SKIPPED
-from .store import Record
+from .store import Record, read_once
 from .upkeep import Upkeep
 from .writer import COMMIT_WAIT, Batch, Mark, Writer
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._config import Config
+    from .._results import CallResult
     from .upkeep import JournalHost
 
 #: First and longest wait before a call its backend could not take is tried again.
@@ -165,29 +168,52 @@ class Journal:
 
     def release_spilled(self, record: Record, *, run: bool) -> None:
         """The request that spilled this call ended: let it run, or skip it."""
-        self._writer.mark(record.id, Mark(final=PENDING if run else SKIPPED))
+        self._writer.mark(
+            record.id, Mark(final=PENDING if run else SKIPPED, not_before=record.not_before)
+        )
         self._upkeep.feed()
 
-    def started(self, record: Record) -> None:
-        """An attempt of a journaled call started (counted in the journal)."""
-        if record.written:
-            self._writer.mark(record.id, Mark(attempts=1))
+    def started(self, deferred: Deferred[Any]) -> None:
+        """An attempt of a journaled call started (counted in the journal, with who runs it)."""
+        record = deferred._record
+        if record is not None and record.written:
+            workers = json.dumps(deferred.worker_ids)
+            mark = Mark(attempts=1, attempted=deferred.attempted_at, workers=workers)
+            self._writer.mark(record.id, mark)
 
-    def settled(self, record: Record, status: Status, error: BaseException | None) -> None:
-        """A journaled call reached a final status in this process."""
+    def settled(self, deferred: Deferred[Any], status: Status, error: BaseException | None) -> None:
+        """A journaled call reached a final status in this process (with the outcome to keep)."""
+        record = deferred._record
         final = _FINAL_STATES.get(status)
-        if final is None or not record.written:
+        if final is None or record is None or not record.written:
             return
-        self._writer.mark(record.id, Mark(final=final, error=error if final == FAILED else None))
+        mark = Mark(final=final, error=error if final == FAILED else None, status=status.value)
+        if deferred._failures:
+            mark.failures = json.dumps(deferred._failures)
+        if status is Status.SUCCEEDED and record.keep_result:
+            mark.result = to_json(deferred._result)  # checked when the attempt returned
+        self._writer.mark(record.id, mark)
 
-    def left_over(self, record: Record, *, running: bool) -> None:
+    def left_over(self, record: Record, *, running: bool, not_before: float | None) -> None:
         """At shutdown: a call that did not finish stays for the next start.
 
         One still running keeps its owner, so that nobody runs it again while
-        this process lives; the others are released at once.
+        this process lives; the others are released at once, a scheduled one
+        (`not_before`) to be taken up when due.
         """
         if not running:
-            self._writer.mark(record.id, Mark(final=PENDING))
+            self._writer.mark(record.id, Mark(final=PENDING, not_before=not_before))
+
+    def result(self, call_id: str, timeout: float = COMMIT_WAIT) -> CallResult | None:
+        """The outcome the journal holds for that call, or None if it holds none (or fails)."""
+        upkeep = self._upkeep
+        if upkeep.closing:  # shut down: a connection of its own, for this one read
+            row = read_once(self.path, call_id)
+        elif upkeep.ready(timeout):
+            row = self._writer.read(lambda store: store.record(call_id), timeout)
+        else:
+            return None
+        return None if row is None else read_result(row)
 
     def close(self, timeout: float) -> None:
         """Write what is still to be written, stop the journal's thread, close the file."""

@@ -41,6 +41,17 @@ SHAPE: dict[str, tuple[str, ...]] = {
     "checksum": ("blob",),
     "not_before": ("real", "integer", "null"),
     "handoff_fallbacks": ("integer",),
+    # Since schema version 2: the start order, and the outcome as `jumpqueue.result()` reads it.
+    "priority": ("integer",),
+    "run_after": ("real", "integer", "null"),
+    "keep_result": ("integer",),
+    "status": ("text", "null"),
+    "result": ("text", "null"),
+    "errors": ("text", "null"),
+    "started": ("real", "integer", "null"),
+    "attempted": ("real", "integer", "null"),
+    "finished": ("real", "integer", "null"),
+    "workers": ("text", "null"),
 }
 #: The columns that count something: never negative.
 COUNTERS = ("attempts", "recoveries", "max_recoveries", "handoff_fallbacks")

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import engine
 from .engine import Connection, Row
@@ -35,8 +35,23 @@ from .schema import (
 
 logger = logging.getLogger("jumpqueue")
 
-#: What `Store.finish` sets: (state, error, attempts, not_before, handoff_fallbacks, id).
-Outcome = tuple[str, str | None, int, float | None, int, str]
+
+class Outcome(NamedTuple):
+    """What `Store.finish` sets on one record."""
+
+    state: str
+    error: str | None
+    attempts: int  # started since the last write
+    not_before: float | None
+    handoff_fallbacks: int  # failed since the last write
+    id: str
+    attempted: float | None = None  # the last attempt's start, if one started since
+    workers: str | None = None  # who ran each attempt (JSON), with `attempted`
+    status: str | None = None  # the call's final `Status`
+    result: str | None = None  # its return value (JSON), if its task keeps it
+    failures: str | None = None  # how each attempt failed (JSON)
+
+
 _COLUMNS = ", ".join(SHAPE)
 # A record as jumpqueue writes it, as an SQL condition (SHAPE, with counters never
 # negative, and an owner for every record that is claimed or held).
@@ -64,11 +79,14 @@ class Record:
     __slots__ = (
         "handoff_fallbacks",
         "id",
+        "keep_result",
         "max_recoveries",
         "name",
         "not_before",
         "options",
         "payload",
+        "priority",
+        "run_after",
         "serializer",
         "written",
     )
@@ -91,6 +109,10 @@ class Record:
         self.written = False
         self.not_before: float | None = None
         self.handoff_fallbacks = 0
+        #: Copied from the call's options: its start order, and whether its outcome is kept.
+        self.priority = 0
+        self.run_after: float | None = None
+        self.keep_result = False
 
     def signed(self, key: bytes) -> bytes:
         """The HMAC that proves the record was written by a holder of the journal's key."""
@@ -170,22 +192,31 @@ class Store:
         who = None if owner is None else str(owner)
         self.connection.executemany(
             f"INSERT OR IGNORE INTO calls ({_COLUMNS}) "  # noqa: S608 -- fixed column list
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, NULL, NULL, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, NULL, NULL, ?, ?, ?, "
+            "?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
             [
                 (
                     *(r.id, r.name, r.serializer, r.payload, r.options, state, who, lease_until),
                     *(r.max_recoveries, now, now, r.signed(self.key)),
                     *(r.not_before, r.handoff_fallbacks),
+                    *(r.priority, r.run_after, int(r.keep_result)),
                 )
                 for r in records
             ],
         )
 
-    def add_attempts(self, counts: Iterable[tuple[int, str]], owner: Owner) -> None:
-        """Count attempts started, by (number, id), on records this owner holds."""
+    def add_attempts(
+        self, counts: Iterable[tuple[int, float | None, str | None, str]], owner: Owner
+    ) -> None:
+        """Count attempts started, by (number, last start, workers JSON, id), on this owner's."""
         self.connection.executemany(
-            "UPDATE calls SET attempts = attempts + ?, updated = ? WHERE id = ? AND owner = ?",
-            [(number, time.time(), call_id, str(owner)) for number, call_id in counts],
+            "UPDATE calls SET attempts = attempts + ?1, started = coalesce(started, ?2), "
+            "attempted = coalesce(?2, attempted), workers = coalesce(?3, workers), updated = ?4 "
+            "WHERE id = ?5 AND owner = ?6",
+            [
+                (number, attempted, workers, time.time(), call_id, str(owner))
+                for number, attempted, workers, call_id in counts
+            ],
         )
 
     def finish(self, outcomes: Iterable[Outcome], owner: Owner) -> None:
@@ -200,11 +231,18 @@ class Store:
             "UPDATE calls SET state = ?1, error = ?2, attempts = attempts + ?3, "
             "not_before = ?4, handoff_fallbacks = handoff_fallbacks + ?5, "
             "lease_until = NULL, updated = ?6, "
-            "owner = CASE WHEN ?1 = 'pending' THEN NULL ELSE owner END "
+            "owner = CASE WHEN ?1 = 'pending' THEN NULL ELSE owner END, "
+            "started = coalesce(started, ?9), attempted = coalesce(?9, attempted), "
+            "workers = coalesce(?10, workers), status = ?11, result = ?12, "
+            "errors = coalesce(?13, errors), "
+            "finished = CASE WHEN ?1 IN ('pending', 'held') THEN NULL ELSE ?6 END "
             "WHERE id = ?7 AND owner = ?8 AND state IN ('claimed', 'held')",
             [
-                (state, error, attempts, not_before, fallbacks, now, call_id, who)
-                for state, error, attempts, not_before, fallbacks, call_id in outcomes
+                (
+                    *(o.state, o.error, o.attempts, o.not_before, o.handoff_fallbacks, now),
+                    *(o.id, who, o.attempted, o.workers, o.status, o.result, o.failures),
+                )
+                for o in outcomes
             ],
         )
 
@@ -243,7 +281,8 @@ class Store:
         where, parameters = self._runnable(owner, alive)
         rows = connection.execute(
             f"SELECT rowid, {_COLUMNS} FROM calls WHERE {where} "  # noqa: S608 -- built here
-            "ORDER BY created LIMIT ?",
+            # Higher priorities first, then by when each became due, then as written.
+            "ORDER BY priority DESC, coalesce(run_after, created), rowid LIMIT ?",
             (*parameters, room),
         )
         taken, set_aside = [], []
@@ -494,3 +533,17 @@ _OWNERS_SQL = (
     "AND owner IS NOT NULL AND owner != ?"
 )
 _EXHAUSTED = "its owner died {} times while it ran or waited (last: {}); not run again"
+
+
+def read_once(path: str, call_id: str) -> Row | None:
+    """The record with this id, read through a connection made for it; None if unreadable."""
+    try:
+        store = Store.open(path, create=False)
+    except engine.FILE_ERRORS:  # missing, not a journal, unreadable
+        return None
+    try:
+        return store.record(call_id)
+    except engine.FILE_ERRORS:
+        return None
+    finally:
+        store.close()

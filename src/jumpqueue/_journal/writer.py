@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .._ratelimit import RateLimitedLog
 from . import engine
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .owner import Owner
 
 logger = logging.getLogger("jumpqueue")
+T = TypeVar("T")
 
 #: Longest a caller waits for the transaction that writes its calls.
 COMMIT_WAIT = 5.0
@@ -61,13 +62,23 @@ class Mark:
     error: BaseException | str | None = None  # formatted by the writer, not the caller
     not_before: float | None = None  # with final=PENDING: no sooner than this time.time()
     handoff_fallbacks: int = 0
+    #: The last attempt's start, and who ran each attempt (JSON), once one started.
+    attempted: float | None = None
+    workers: str | None = None
+    #: With a final state: the call's `Status`, its kept result (JSON), its failures (JSON).
+    status: str | None = None
+    result: str | None = None
+    failures: str | None = None
 
     def add(self, later: Mark) -> None:
         self.attempts += later.attempts
         self.handoff_fallbacks += later.handoff_fallbacks
+        if later.attempted is not None:
+            self.attempted, self.workers = later.attempted, later.workers
         if later.final is not None:
             self.final, self.error = later.final, later.error
             self.not_before = later.not_before
+            self.status, self.result, self.failures = later.status, later.result, later.failures
 
 
 class Writer:
@@ -93,6 +104,8 @@ class Writer:
         self.store: Store | None = None
         self.owner: Owner | None = None
         self.degraded = False
+        #: Transactions committed (each one sync of the file under synchronous=FULL).
+        self.transactions = 0
         self._degraded_since = 0.0
         self._probe_delay = PROBE_FIRST
         now = time.monotonic()
@@ -138,6 +151,24 @@ class Writer:
                 self._marks_since = time.monotonic()
                 self.wake.notify()
             self._mark_locked(call_id, mark)
+
+    def read(self, query: Callable[[Store], T], timeout: float) -> T | None:
+        """`query(store)` on the connection, in its turn; None if closed, busy or failing."""
+        if not self.turn.acquire(timeout=timeout):
+            return None
+        try:
+            store = self.store
+            if store is None:
+                return None
+            try:
+                return query(store)
+            except engine.Error as error:
+                logger.warning(
+                    "jumpqueue: reading the journal %s failed: %s", self.path, describe(error)
+                )
+                return None
+        finally:
+            self.turn.release()
 
     def flush(self, timeout: float) -> bool:
         """Write every mark made before now; False if they could not be written."""
@@ -329,6 +360,7 @@ class Writer:
                         who = None if state == PENDING else owner
                         store.insert(records, state, who, lease_until)
                 _write_marks(store, marks, owner)
+            self.transactions += 1
         except engine.Error as error:
             self._keep(marks)
             self.degrade(error)
@@ -374,18 +406,23 @@ class Writer:
 def _write_marks(store: Store, marks: dict[str, Mark], owner: Owner) -> None:
     # One statement per call: a final mark carries the attempts started since, too.
     attempts = [
-        (mark.attempts, call_id)
+        (mark.attempts, mark.attempted, mark.workers, call_id)
         for call_id, mark in marks.items()
         if mark.attempts and mark.final is None
     ]
     finals: list[Outcome] = [
-        (
+        Outcome(
             final,
             _error_text(mark.error),
             mark.attempts,
             mark.not_before,
             mark.handoff_fallbacks,
             call_id,
+            mark.attempted,
+            mark.workers,
+            mark.status,
+            mark.result,
+            mark.failures,
         )
         for call_id, mark in marks.items()
         if (final := mark.final)

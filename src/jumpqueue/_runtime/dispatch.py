@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -10,18 +11,23 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _observe
 from .._choices import EXECUTOR_NAMES
 from .._deferred import Deferred, Status
-from .._exceptions import TaskExitError, TaskTimeoutError
+from .._exceptions import ResultNotPortableError, TaskExitError, TaskTimeoutError
 from .._reentry import take
+from .._results import CallFailure, to_json, worker_id
 from .._scheduler import Scheduler
 from ..executors import EXECUTORS
 from ..executors._base import Attempt, Executor
+from .delays import Delays
+from .slowcalls import log_slow
 
 if TYPE_CHECKING:
     from .._choices import ExecutorName
     from .._config import Config
     from .._journal import Journal
+    from .._scheduler import Timer
     from .ledger import Ledger
 
 logger = logging.getLogger("jumpqueue")
@@ -51,6 +57,17 @@ class Dispatcher:
         self.backend: Executor | None = None
         self.retry_later: RetryLater = self._scheduler.call_later
         self.journal: Journal | None = None
+        self._slow_threshold = config.slow_call_threshold
+        #: The slow-call log's timer of each running attempt (when `slow_call_threshold` is set).
+        self._slow_timers: dict[Attempt, Timer] = {}
+        self._delays = Delays(ledger, self._scheduler, self.dispatch)
+        #: Called when the first executor is made: the runtime begins to serve here.
+        self.serving: Callable[[], None] | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The runtime's timer thread (timeouts, retries, periodic work)."""
+        return self._scheduler
 
     def open_backend(self, backend: Executor | None) -> None:
         """Hand every call's first attempt to this hand-off executor (None: keep them here)."""
@@ -84,6 +101,8 @@ class Dispatcher:
                 if executor is None:
                     executor = EXECUTORS[name](self._config, self)
                     self._made[name] = executor
+                    if self.serving is not None:
+                        self.serving()
         return executor
 
     def executor_unless_reentered(self, name: ExecutorName) -> Executor | None:
@@ -105,6 +124,13 @@ class Dispatcher:
             return
         self.executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
 
+    def dispatch_when_due(self, deferred: Deferred[Any]) -> None:
+        """`dispatch()` a pending call now, a scheduled one when its time has come."""
+        if deferred._status is Status.SCHEDULED:
+            self._delays.schedule(deferred)
+        else:
+            self.dispatch(deferred)
+
     def run_inline(self, deferred: Deferred[Any]) -> None:
         """Run an admitted call now, in the caller's thread (the "inline" overload policy).
 
@@ -113,10 +139,10 @@ class Dispatcher:
         past its timeout ends "timed_out" (retried as its task says), as a late
         return from a pool thread does.
         """
-        if deferred.loop is not None:
-            # A coroutine cannot run to completion inside its caller's running loop:
-            # it goes to that loop past the backlog bound instead.
-            self.dispatch(deferred)
+        if deferred.loop is not None or deferred._status is Status.SCHEDULED:
+            # Not now: a call waits for its time; a coroutine cannot run to completion
+            # inside its caller's running loop: it goes to that loop past the bound instead.
+            self.dispatch_when_due(deferred)
             return
         attempt = Attempt(deferred, 1)
         if not self._begin(attempt):
@@ -137,8 +163,12 @@ class Dispatcher:
     ) -> None:
         if deadline is None or time.monotonic() <= deadline:
             self.attempt_finished(attempt, result, error)
-        elif self._ledger.claim(attempt):
-            self._failed(attempt, self._timeout_error(attempt.deferred), Status.TIMED_OUT)
+            return
+        timeout_error = self._timeout_error(attempt.deferred)
+        if _observe.watched:
+            _observe.unwatch(attempt, attempt.deferred._observed_call(), "timed_out", timeout_error)
+        if self._ledger.claim(attempt):
+            self._failed(attempt, timeout_error, Status.TIMED_OUT)
 
     def close(self) -> None:
         """Stop the timers, the backend and every executor (the ledger has settled every call)."""
@@ -154,17 +184,37 @@ class Dispatcher:
         """An attempt begins; False means it was settled meanwhile: skip it."""
         if not self._begin(attempt):
             return False
+        config = self._config
+        if (
+            attempt.deferred.options.timeout is None
+            and config.task_timeout is None
+            and config.slow_call_threshold is None
+        ):
+            return True  # the common case: no timer to set
         timeout = self._timeout(attempt.deferred)
         if timeout is not None:
             attempt.timer = self._scheduler.call_later(timeout, lambda: self._expire(attempt))
+        if self._slow_threshold is not None:
+            self._watch_slow(attempt, self._slow_threshold)
         return True
+
+    def _watch_slow(self, attempt: Attempt, threshold: float) -> None:
+        log = functools.partial(log_slow, attempt, time.monotonic(), threshold)
+        self._slow_timers[attempt] = self._scheduler.call_later(threshold, log)
 
     def _begin(self, attempt: Attempt) -> bool:
         if not self._ledger.begin(attempt):
             return False
-        record = attempt.deferred._record
-        if record is not None and self.journal is not None:
-            self.journal.started(record)
+        deferred = attempt.deferred
+        deferred.attempted_at = now = time.time()
+        if not deferred.started_at:
+            deferred.started_at = now
+        # A child process's pid, else this process's.
+        deferred.worker_ids += (worker_id(getattr(attempt.worker, "pid", None)),)
+        if deferred._record is not None and self.journal is not None:
+            self.journal.started(deferred)
+        if _observe.observers:
+            _observe.watch(attempt, deferred._observed_call(), deferred.context)
         return True
 
     def _timeout(self, deferred: Deferred[Any]) -> float | None:
@@ -176,6 +226,18 @@ class Dispatcher:
         """An attempt ended, however it ended; ignored if its outcome was decided already."""
         if attempt.timer is not None:
             attempt.timer.cancel()
+        if self._slow_threshold is not None:
+            slow = self._slow_timers.pop(attempt, None)
+            if slow is not None:
+                slow.cancel()
+        if error is None and attempt.deferred.options.keep_result:
+            try:
+                to_json(result)
+            except ResultNotPortableError as not_portable:
+                self._not_portable(attempt, not_portable)
+                return
+        if _observe.watched:  # told before a waiter on the handle wakes
+            _observe.unwatch(attempt, attempt.deferred._observed_call(), _outcome(error), error)
         if error is None:
             decided = self._ledger.succeed(attempt, result)
         else:
@@ -194,12 +256,24 @@ class Dispatcher:
         elif error is not None:
             self._failed(attempt, error, Status.FAILED)
 
+    def _not_portable(self, attempt: Attempt, error: ResultNotPortableError) -> None:
+        # A kept result JSON cannot hold: no retry can make the same call return
+        # something else, so it fails now.
+        if _observe.watched:
+            _observe.unwatch(attempt, attempt.deferred._observed_call(), "failed", error)
+        if self._ledger.claim(attempt):
+            attempt.deferred._failures += (_failure(error),)
+            self._settle_failed(attempt, error, Status.FAILED)
+
     def _expire(self, attempt: Attempt) -> None:
         if not self._ledger.claim(attempt):
             return
         deferred = attempt.deferred
         self.executor(deferred.executor).expire(attempt)
-        self._failed(attempt, self._timeout_error(deferred), Status.TIMED_OUT)
+        error = self._timeout_error(deferred)
+        if _observe.watched:
+            _observe.unwatch(attempt, deferred._observed_call(), "timed_out", error)
+        self._failed(attempt, error, Status.TIMED_OUT)
 
     def _timeout_error(self, deferred: Deferred[Any]) -> TaskTimeoutError:
         timeout = self._timeout(deferred)
@@ -208,7 +282,7 @@ class Dispatcher:
     def _failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
         deferred = attempt.deferred
         options = deferred.options
-        outcome = "timed out" if status is Status.TIMED_OUT else "failed"
+        deferred._failures += (_failure(error),)
         if attempt.number <= options.retries and isinstance(error, options.retry_on):
             delay = options.retry_delay(attempt.number - 1)
             if not self._ledger.retry(deferred):
@@ -219,13 +293,18 @@ class Dispatcher:
                 deferred.id,
                 attempt.number,
                 options.retries + 1,
-                outcome,
+                "timed out" if status is Status.TIMED_OUT else "failed",
                 type(error).__name__,
                 error,
                 delay,
             )
             self.retry_later(delay, lambda: self.dispatch(deferred))
             return
+        self._settle_failed(attempt, error, status)
+
+    def _settle_failed(self, attempt: Attempt, error: BaseException, status: Status) -> None:
+        deferred = attempt.deferred
+        outcome = "timed out" if status is Status.TIMED_OUT else "failed"
         logger.error(
             "jumpqueue: %s [%s] %s after %d attempt(s)",
             deferred.name,
@@ -238,6 +317,18 @@ class Dispatcher:
             # Whoever waits on the handle must not be ended by the call's own exit.
             error = _exit_error(deferred, error)
         self._ledger.settle(deferred, status, None, error)
+
+
+def _failure(error: BaseException) -> tuple[str, str]:
+    failure = CallFailure.of(error)
+    return failure.exception_class_path, failure.traceback
+
+
+def _outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "succeeded"
+    # Cancelled by its event loop closing, not by a timeout (which tells its own end).
+    return "abandoned" if isinstance(error, asyncio.CancelledError) else "failed"
 
 
 def _exit_error(deferred: Deferred[Any], error: BaseException) -> TaskExitError:

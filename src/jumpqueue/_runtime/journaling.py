@@ -86,16 +86,22 @@ class JournalLink:
         journal, record = self.journal, deferred._record
         if journal is None or record is None or running_loop() is None:
             self.commit([deferred])
-            executor.submit(Attempt(deferred, 1))
+            self._submit(deferred, executor)
             return
 
         def written(unwritten: int) -> None:
             if unwritten:
                 self._ledger.journal_fallbacks(unwritten)
-            if deferred.status is Status.PENDING:  # else a shutdown settled it meanwhile
-                executor.submit(Attempt(deferred, 1))
+            self._submit(deferred, executor)
 
         journal.commit_later([record], written)
+
+    def _submit(self, deferred: Deferred[Any], executor: Executor) -> None:
+        # Unless a shutdown settled it meanwhile.
+        if deferred.status is Status.PENDING:
+            executor.submit(Attempt(deferred, 1))
+        elif deferred.status is Status.SCHEDULED:
+            self._dispatcher.dispatch_when_due(deferred)
 
     def spill(self, deferred: Deferred[Any], holder: RequestScope | None, host: ScopeHost) -> None:
         """Write a call the full backlog has no room for to the journal, to run when it has.
@@ -194,7 +200,11 @@ class JournalLink:
         record = deferred._record
         if record is None or not record.written or self.journal is None:
             return Status.ABANDONED
-        self.journal.left_over(record, running=deferred._status is Status.RUNNING)
+        self.journal.left_over(
+            record,
+            running=deferred._status is Status.RUNNING,
+            not_before=deferred.start_at if deferred._status is Status.SCHEDULED else None,
+        )
         return Status.JOURNALED
 
     # -- what the journal asks of the runtime (`JournalHost`) ----------------------------------
@@ -208,7 +218,7 @@ class JournalLink:
         self._dispatcher.executor(deferred.executor).validate(deferred)
         if not self._ledger.adopt(deferred):
             return False
-        self._dispatcher.dispatch(deferred)
+        self._dispatcher.dispatch_when_due(deferred)
         return True
 
     def journal_room(self, batch: int) -> int:

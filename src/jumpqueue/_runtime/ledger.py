@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _observe
 from .._choices import SHED_POLICIES, ShedPolicy
 from .._deferred import Deferred, Holder, Status, is_live
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 #: Calls left to the journal that a ledger remembers, to know them when it takes them up
 #: again; one forgotten past this bound is counted as a new call then.
 REMEMBERED_JOURNALED = 100_000
+#: Finished `keep_result` calls a ledger keeps for `Runtime.result()`, newest last.
+KEPT_RESULTS = 1000
 
 
 @dataclasses.dataclass
@@ -87,7 +90,7 @@ class Ledger:
         self.room = threading.Condition(self.lock)
         self._drained = threading.Condition(self.lock)
         self.in_flight: set[Deferred[Any]] = set()
-        self.held = self.pending = self.running = 0
+        self.held = self.scheduled = self.pending = self.running = 0
         self.waiting_for_room = 0
         self.counters = Counters()
         self.closing = False
@@ -96,6 +99,17 @@ class Ledger:
         # Ids of calls this runtime left to the journal, oldest first: one taken up again
         # here is the same call back in flight, not a new one (see `adopt`).
         self._left_to_journal: dict[str, None] = {}
+        # Finished calls whose outcome is kept (`keep_result`), oldest first.
+        self._kept: dict[str, Deferred[Any]] = {}
+
+    def known(self, call_id: str) -> Deferred[Any] | None:
+        """The call of that id, in flight or finished with its outcome kept; None if unknown."""
+        with self.lock:
+            kept = self._kept.get(call_id)
+            if kept is not None:
+                return kept
+            # Rarely asked, while every call is deferred: a scan, not an index to keep up.
+            return next((d for d in self.in_flight if d.id == call_id), None)
 
     # -- admission: called with the lock held --------------------------------------------------
 
@@ -133,13 +147,14 @@ class Ledger:
             deferred._holder = holder
             deferred._status = Status.HELD
         else:
-            self.pending += 1
-            self._wait_locked(deferred)
+            self._enter_waiting_locked(deferred)
 
     def shed_locked(self, deferred: Deferred[Any], policy: ShedPolicy) -> None:
         """Count a call the full backlog shed; it never entered it."""
         self.counters.submitted += 1
         self.counters.shed[policy] += 1
+        if _observe.observers:
+            _observe.shed(deferred._observed_call(), policy)
         deferred._resolve(Status.SHED, None, None)
 
     # -- calls that come in another way --------------------------------------------------------
@@ -157,6 +172,8 @@ class Ledger:
             else:
                 counters.journal_fallbacks += 1
                 counters.shed["reject"] += 1
+                if _observe.observers:
+                    _observe.shed(deferred._observed_call(), "reject")
                 deferred._resolve(Status.SHED, None, None)
 
     def adopt(self, deferred: Deferred[Any]) -> bool:
@@ -177,8 +194,7 @@ class Ledger:
             else:
                 counters.submitted += 1
             self.in_flight.add(deferred)
-            self.pending += 1
-            self._wait_locked(deferred)
+            self._enter_waiting_locked(deferred)
         return True
 
     def refused(self, deferred: Deferred[Any], status: Status, error: BaseException) -> None:
@@ -221,6 +237,9 @@ class Ledger:
             if deferred._status is not Status.HELD:
                 return None
             if run and not stopped:
+                if self._due_later(deferred):
+                    self._move_locked(deferred, Status.SCHEDULED)
+                    return Status.SCHEDULED
                 self._move_locked(deferred, Status.PENDING)
                 self._wait_locked(deferred)
                 return Status.PENDING
@@ -228,6 +247,37 @@ class Ledger:
             self._settle_locked(deferred, status, None, None)
         deferred._notify()
         return status
+
+    def due(self, deferred: Deferred[Any]) -> bool:
+        """A scheduled call's time has come: pending; False if it was settled meanwhile."""
+        with self.lock:
+            if deferred._status is not Status.SCHEDULED:
+                return False
+            deferred.start_at = None
+            self._move_locked(deferred, Status.PENDING)
+            self._wait_locked(deferred)
+        return True
+
+    def _enter_waiting_locked(self, deferred: Deferred[Any]) -> None:
+        # A new call waits for its time (scheduled), or for a worker (pending).
+        if self._due_later(deferred):
+            self.scheduled += 1
+            deferred._status = Status.SCHEDULED
+        else:
+            self.pending += 1
+            self._wait_locked(deferred)
+
+    @staticmethod
+    def _due_later(deferred: Deferred[Any]) -> bool:
+        # True for a call that must wait for its time (`delay`, `run_after`); a call
+        # whose time has come already forgets it.
+        start_at = deferred.start_at
+        if start_at is None:
+            return False
+        if start_at > time.time():
+            return True
+        deferred.start_at = None
+        return False
 
     def begin(self, attempt: Attempt) -> bool:
         """An attempt starts: its call becomes running; False if it was settled meanwhile."""
@@ -328,7 +378,8 @@ class Ledger:
             self.room.notify_all()
             if not first:
                 return None
-            self._drained.wait_for(lambda: not self.in_flight, timeout)
+            # Calls waiting for their time are not waited for: they are settled now.
+            self._drained.wait_for(lambda: len(self.in_flight) <= self.scheduled, timeout)
             leftovers = list(self.in_flight)
             for deferred in leftovers:
                 self._settle_locked(deferred, left_over(deferred), None, None)
@@ -354,9 +405,13 @@ class Ledger:
         if status is Status.JOURNALED:
             self._remember_journaled_locked(deferred)
         deferred._resolve(status, result, error)  # the outcome, then the status that publishes it
-        record = deferred._record
-        if record is not None and self.journal is not None:
-            self.journal.settled(record, status, error)
+        if deferred.options.keep_result:
+            kept = self._kept
+            kept[deferred.id] = deferred
+            if len(kept) > KEPT_RESULTS:
+                del kept[next(iter(kept))]
+        if deferred._record is not None and self.journal is not None:
+            self.journal.settled(deferred, status, error)
         return True
 
     def _remember_journaled_locked(self, deferred: Deferred[Any]) -> None:
@@ -377,8 +432,14 @@ class Ledger:
             self.running -= 1
         elif previous is Status.HELD:
             self.held -= 1
+        elif previous is Status.SCHEDULED:
+            self.scheduled -= 1
         if status is Status.PENDING:
             self.pending += 1
+            deferred._status = status
+            return
+        if status is Status.SCHEDULED:
+            self.scheduled += 1
             deferred._status = status
             return
         self.counters.finished[status] += 1
@@ -386,5 +447,5 @@ class Ledger:
         # Notifying a Condition costs even without waiters: only wake real ones.
         if self.waiting_for_room:
             self.room.notify()
-        if self.closing and not self.in_flight:
+        if self.closing and len(self.in_flight) <= self.scheduled:
             self._drained.notify_all()

@@ -43,11 +43,11 @@ class HeldCalls:
 
     def release_held(self, deferred: Deferred[Any], *, run: bool) -> None:
         """Hand over (or skip) a call its request scope held; never blocks."""
-        if deferred.status is Status.JOURNALED:  # spilled during the request
+        if deferred._status is Status.JOURNALED:  # spilled during the request
             self._journaling.release_spilled(deferred, run=run)
             return
         status = self._ledger.release(deferred, run=run, stopped=self._stopped.is_set())
-        if status is Status.PENDING:
-            self._dispatcher.dispatch(deferred)
+        if status is Status.PENDING or status is Status.SCHEDULED:
+            self._dispatcher.dispatch_when_due(deferred)
         elif status is not None:
             logger.info("jumpqueue: %s [%s] %s", deferred.name, deferred.id, status)

@@ -22,11 +22,13 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+from .. import _observe
 from .._codec import check_portable
 from .._config import Config, check_seconds, shown
 from .._deferred import Deferred, Status
 from .._exceptions import OverloadedError, RuntimeClosedError
 from .._reentry import hand_over, reentered
+from .._results import CallResult, from_memory
 from .._scope import RequestScope, current_scope, forget_request
 from .._stats import Stats
 from .._tasks import (
@@ -34,7 +36,6 @@ from .._tasks import (
     Task,
     callable_info,
     check_arguments,
-    check_callable,
     executor_for,
 )
 from ..backends import open_backend
@@ -44,6 +45,7 @@ from .dispatch import Dispatcher
 from .handoff import HandOffOutcomes
 from .journaling import JournalLink
 from .ledger import HandOffCounts, Ledger
+from .reporting import StatusReporter
 from .requests import HeldCalls
 
 if TYPE_CHECKING:
@@ -110,6 +112,15 @@ class Runtime:
         dispatcher.open_backend(backend)
         if backend is not None:
             ledger.counters.backends[backend.name] = HandOffCounts()
+        self._reporter = StatusReporter(
+            config.status_dir,
+            self.stats,
+            dispatcher.scheduler,
+            config.slow_call_threshold,
+            lambda: len(ledger.in_flight),  # a read of a set's size needs no lock
+        )
+        if config.status_dir is not None:
+            dispatcher.serving = self._reporter.start
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "closing" if self.closed else "open"
@@ -159,11 +170,10 @@ class Runtime:
         if isinstance(fn, Task):
             function, options, name = fn.fn, fn.task_options, fn.name
         else:
-            check_callable(fn)
             function, options, name = fn, DEFAULT_OPTIONS, None
-        info = callable_info(function)
+        info = callable_info(function)  # checks a callable it has not seen
         check_arguments(info, args, kwargs)
-        executor_name = executor_for(options, info)
+        executor_name = info.executor if options.executor is None else executor_for(options, info)
         loop = running_loop() if executor_name == "async" else None
         scope = current_scope.get()
         context = contextvars.copy_context()
@@ -180,6 +190,7 @@ class Runtime:
             return deferred
         journal = self._journaling.prepare(deferred)
         if self._mode is not None:
+            deferred.start_at = None  # a testing mode runs (or records) delayed calls at once
             self._mode.accepted(deferred, held=holder is not None)
         if journal is not None and holder is None and reentered():
             # A signal handler's call to commit now: the journal's locks may be the
@@ -188,7 +199,8 @@ class Runtime:
             return deferred
         refused = journal is not None and journal.refusing
         verdict = self._admission.admit(deferred, holder, refused=refused)
-        if verdict is Verdict.ADMITTED and journal is None:  # the common case, inline
+        if verdict is Verdict.ADMITTED and journal is None and deferred.start_at is None:
+            # The common case, inline.
             if holder is None:
                 executor.submit(Attempt(deferred, 1))
             elif not holder.hold(self._held_calls, deferred):  # released since we looked
@@ -198,6 +210,14 @@ class Runtime:
         else:
             self._place(verdict, deferred, holder, executor, journal)
         return deferred
+
+    def _observe_deferred(self, deferred: Deferred[Any]) -> None:
+        # In the caller's context: a producer span is the current request's child.
+        backend = self._dispatcher.backend
+        destination = (
+            deferred.executor if backend is None else getattr(backend, "destination", backend.name)
+        )
+        deferred._observed = _observe.deferred(deferred.id, deferred.name, destination)
 
     def _place(
         self,
@@ -211,7 +231,7 @@ class Runtime:
         if verdict is Verdict.ADMITTED:
             if holder is None:
                 if journal is None:
-                    executor.submit(Attempt(deferred, 1))
+                    self._dispatcher.dispatch_when_due(deferred)
                 else:  # written first; on an event loop, by the journal's thread
                     self._journaling.commit_then_submit(deferred, executor)
             elif not holder.hold(self._held_calls, deferred):  # released since we looked
@@ -266,6 +286,8 @@ class Runtime:
         # Where the call's first attempt goes, once it has checked the call; None when a
         # signal handler's call must not wait for the executor being made under it.
         dispatcher = self._dispatcher
+        if _observe.observers and deferred._observed is None:
+            self._observe_deferred(deferred)
         name = deferred.executor
         executor = dispatcher.executors.get(name) or dispatcher.executor_unless_reentered(name)
         if executor is None:
@@ -299,6 +321,21 @@ class Runtime:
 
     # -- observation and shutdown ------------------------------------------------------------
 
+    def result(self, call_id: str) -> CallResult | None:
+        """The outcome of the call of that id so far, or None if it is not known here.
+
+        With a journal, any call the journal holds (written by any process that
+        uses the same file), its outcome kept for `journal_retention` if its
+        task says `keep_result=True`; without one, the calls of this runtime
+        in flight, and the last 1000 finished ones that keep their result.
+        """
+        deferred = self._ledger.known(call_id)
+        journal = self._journaling.journal
+        # A call this runtime left to the journal may have run since, anywhere: the journal knows.
+        if deferred is not None and (journal is None or deferred.status is not Status.JOURNALED):
+            return from_memory(deferred)
+        return None if journal is None else journal.result(call_id)
+
     def stats(self) -> Stats:
         """A consistent snapshot of counters and gauges."""
         ledger = self._ledger
@@ -319,6 +356,7 @@ class Runtime:
                 inlined=counters.inlined,
                 waited=counters.waited,
                 held=ledger.held,
+                scheduled=ledger.scheduled,
                 pending=ledger.pending,
                 running=ledger.running,
                 workers=self._dispatcher.workers,
@@ -333,6 +371,16 @@ class Runtime:
                     name: dataclasses.asdict(counts) for name, counts in counters.backends.items()
                 },
             )
+
+    def status_snapshot(self) -> dict[str, Any]:
+        """This runtime in this process as plain data, for the status page and the collector.
+
+        Reporting begins with the first call: per-task counters and histograms
+        count from then on, and with `status_dir` set, the snapshot is written
+        there once a second.
+        """
+        self._reporter.start()
+        return self._reporter.snapshot()
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop admitting, drain for up to `timeout` seconds, then abandon the rest.
@@ -357,7 +405,9 @@ class Runtime:
             self._stopped.wait(timeout)
             return
         _log_leftovers(leftovers, timeout)
+        # The timer thread stops first: no snapshot is written after the last one is folded.
         self._dispatcher.close()
+        self._reporter.close()
         journal = self._journaling.journal
         if journal is not None:
             journal.close(_JOURNAL_CLOSE_WAIT)
@@ -398,6 +448,7 @@ class Runtime:
 
     def _after_fork_in_child(self) -> None:
         # Threads do not survive fork: the child starts over with the same configuration.
+        self._reporter.detach()
         if not self.closed:
             self._build()
 

@@ -69,6 +69,7 @@ class HandOffExecutor:
         config: the runtime's configuration.
         host: the runtime, told of each hand-off and each failure.
         max_senders: sender threads at most.
+        queue: the engine's queue the calls go to, for observers' `destination`.
     """
 
     def __init__(
@@ -79,8 +80,11 @@ class HandOffExecutor:
         host: HandOffHost,
         *,
         max_senders: int = MAX_SENDERS,
+        queue: str | None = None,
     ) -> None:
         self.name = name
+        #: Where calls go, as observers are told ("rq:default").
+        self.destination = name if queue is None else f"{name}:{queue}"
         self._transport = transport
         self._config = config
         self._host = host

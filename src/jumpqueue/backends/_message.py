@@ -2,16 +2,19 @@
 
 A message is plain JSON data: the task's registered name and import path, the
 arguments encoded by `_codec` (JSON text, or base64 pickle when the task opted
-in), the carried request context, and the retry rules the worker applies.
+in), the carried request context, the observers' carrier (`headers`: trace
+context), and the retry rules the worker applies.
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .. import _observe
 from .._codec import decode_arguments, encode_arguments, registered_name
 from .._tasks import import_path
 from .._tasks import retry_delay as retry_delay_of
@@ -55,6 +58,7 @@ def build(deferred: Deferred[Any], *, serializer: str) -> dict[str, Any]:
         "serializer": serializer,
         "arguments": data.decode() if serializer == "json" else base64.b64encode(data).decode(),
         "context": carried(deferred.context),
+        "headers": dict(deferred._observed.carrier) if deferred._observed is not None else {},
         "retries": options.retries,
         "retry_backoff": options.retry_backoff,
         "retry_schedule": options.retry_schedule,
@@ -87,10 +91,47 @@ def run(
     function: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    *,
+    attempt: int = 1,
+    destination: str = "",
 ) -> Any:
-    """Call `function` with the decoded arguments, inside the message's carried request context."""
+    """Call `function` with the decoded arguments, inside the message's carried request context.
+
+    Observers are told of the attempt (number `attempt`, from the engine's
+    `destination`), with the carrier the message brought.
+    """
     with restored(message.get("context") or {}):
-        return call_to_completion(function, args, kwargs)
+        if not _observe.observers:
+            return call_to_completion(function, args, kwargs)
+        # What observers set in the context (the current span) stays with this attempt.
+        return contextvars.copy_context().run(
+            _run_observed, message, function, args, kwargs, attempt, destination
+        )
+
+
+def _run_observed(  # noqa: PLR0917 -- the arguments of run(), passed through Context.run
+    message: Mapping[str, Any],
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    attempt: int,
+    destination: str,
+) -> Any:
+    headers = message.get("headers")
+    carrier = (
+        {k: v for k, v in headers.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(headers, Mapping)
+        else {}
+    )
+    call = _observe.ObservedCall(str(message["id"]), str(message["name"]), destination, carrier)
+    started = _observe.attempt_started(call, attempt)
+    try:
+        result = call_to_completion(function, args, kwargs)
+    except BaseException as error:
+        _observe.attempt_finished(started, call, attempt, "failed", error)
+        raise
+    _observe.attempt_finished(started, call, attempt, "succeeded", None)
+    return result
 
 
 def should_retry(message: Mapping[str, Any], error: BaseException) -> bool:

@@ -107,10 +107,11 @@ class CeleryBackend:
         if app is None:
             assert self.broker is not None  # noqa: S101 -- checked in __init__
             app = _sending_app(self.broker, config.handoff_timeout)
-        transport = _CeleryTransport(
-            app, self.queue or config.backend_queue, timeout=config.handoff_timeout
+        queue = self.queue or config.backend_queue
+        transport = _CeleryTransport(app, queue, timeout=config.handoff_timeout)
+        return HandOffExecutor(
+            self.name, transport, config, host, queue=queue or app.conf.task_default_queue
         )
-        return HandOffExecutor(self.name, transport, config, host)
 
 
 def _check_transport(broker: str) -> None:
@@ -287,10 +288,18 @@ def _run(
     except (ValueError, TypeError, KeyError) as error:
         logger.error("jumpqueue: refused %s [%s]: %s", name, task.request.id, error)  # noqa: TRY400 -- a bad message, not a bug: no traceback
         raise Reject(str(error), requeue=False) from None
+    done = int(task.request.retries or 0)
+    queue = (getattr(task.request, "delivery_info", None) or {}).get("routing_key")
     try:
-        return _message.run(message, function, args, kwargs)
+        return _message.run(
+            message,
+            function,
+            args,
+            kwargs,
+            attempt=done + 1,
+            destination=f"celery:{queue}" if queue else "celery",
+        )
     except Exception as error:
-        done = int(task.request.retries)
         retries = int(message.get("retries") or 0)
         if done < retries and _message.should_retry(message, error):
             delay = _message.retry_delay(message, done, jitter=True)

@@ -99,7 +99,7 @@ class RQBackend:
                 raise ConfigurationError(f"backend {'rq+' + redact(self.url)!r}: {error}") from None
         queue = rq.Queue(self.queue or config.backend_queue or DEFAULT_QUEUE, connection=connection)
         transport = _RQTransport(queue, owned=self.connection is None)
-        return HandOffExecutor(self.name, transport, config, host)
+        return HandOffExecutor(self.name, transport, config, host, queue=queue.name)
 
 
 class _RQTransport:
@@ -157,19 +157,23 @@ def run(message: Mapping[str, Any]) -> Any:
     function = _resolve(message["name"], message["path"])
     # RQ itself unpickles every job it runs: pickled arguments add no trust it lacks.
     args, kwargs = _message.arguments(message, accept_pickle=True)
+    job = rq.get_current_job()
+    retries = int(message.get("retries") or 0)
+    left = job.retries_left if job is not None and job.retries_left is not None else retries
+    destination = f"rq:{job.origin}" if job is not None else "rq"
     try:
-        return _message.run(message, function, args, kwargs)
+        return _message.run(
+            message, function, args, kwargs, attempt=retries - left + 1, destination=destination
+        )
     except Exception as error:
-        if not _message.should_retry(message, error):
-            job = rq.get_current_job()
-            if job is not None and job.retries_left:
-                logger.info(
-                    "jumpqueue: %s [%s] does not retry on %s",
-                    message["name"],
-                    message["id"],
-                    type(error).__name__,
-                )
-                job.retries_left = 0
+        if not _message.should_retry(message, error) and job is not None and job.retries_left:
+            logger.info(
+                "jumpqueue: %s [%s] does not retry on %s",
+                message["name"],
+                message["id"],
+                type(error).__name__,
+            )
+            job.retries_left = 0
         raise
 
 

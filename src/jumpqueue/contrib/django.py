@@ -12,7 +12,7 @@ byte was sent (after a large body, once the client has it: see
 Unavailable` with `Retry-After`. Every thread task closes stale database
 connections before and after it runs, as Django's request cycle does.
 `finish_request()` needs jumpqueue's WSGI or ASGI middleware around the whole
-application as well (see docs/frameworks.md).
+application as well (see docs/tutorial/django.md).
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ from jumpqueue.integration import (
     wait_until_received,
     wrap_calls,
 )
+from jumpqueue.status import StatusPage
 
 from ._settings import apply_settings
 
-__all__ = ["JumpQueueMiddleware"]
+__all__ = ["JumpQueueMiddleware", "status_view"]
 
 GetResponse = Callable[[HttpRequest], HttpResponseBase]
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
@@ -237,3 +238,26 @@ def _on_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def status_view(*, token: str | None = None) -> Callable[[HttpRequest], HttpResponse]:
+    """The status page (see `jumpqueue.status`) as a Django view, for `urls.py`.
+
+        urlpatterns = [path("jumpqueue/status", status_view()), ...]
+
+    Loopback clients only, unless a `token` is given.
+    """
+    page = StatusPage(token=token)
+
+    def view(request: HttpRequest) -> HttpResponse:
+        status, headers, body = page.respond(
+            request.META.get("REMOTE_ADDR"),
+            request.headers.get("Authorization"),
+            request.META.get("QUERY_STRING", ""),
+        )
+        response = HttpResponse(body, status=status)
+        for name, value in headers:
+            response[name] = value
+        return response
+
+    return view

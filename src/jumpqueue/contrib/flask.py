@@ -26,11 +26,12 @@ from flask import Flask, Response
 
 from jumpqueue import OverloadedError
 from jumpqueue.integration import OVERLOADED_BODY, HttpCounters, log_overloaded, overloaded_headers
+from jumpqueue.status import StatusPage
 from jumpqueue.wsgi import JumpQueueMiddleware
 
 from ._settings import apply_settings
 
-__all__ = ["JumpQueue"]
+__all__ = ["JumpQueue", "add_status_page"]
 
 _PREFIX = "JUMPQUEUE_"
 
@@ -95,3 +96,24 @@ def _app_context_only(app: Flask) -> Iterator[None]:
     finally:
         if token is not None and _REQUEST_CONTEXT is not None:
             _REQUEST_CONTEXT.reset(token)
+
+
+def add_status_page(
+    app: Flask, path: str = "/jumpqueue/status", *, token: str | None = None
+) -> None:
+    """Serve the status page (see `jumpqueue.status`) at `path` of the app.
+
+    Loopback clients only, unless a `token` is given.
+    """
+    page = StatusPage(token=token)
+
+    def jumpqueue_status() -> Response:
+        request = flask.request
+        status, headers, body = page.respond(
+            request.remote_addr,
+            request.headers.get("Authorization"),
+            request.query_string.decode("latin-1"),
+        )
+        return Response(body, status=status, headers=headers)
+
+    app.add_url_rule(path, "jumpqueue_status", jumpqueue_status)

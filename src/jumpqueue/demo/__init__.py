@@ -3,7 +3,8 @@
 Starts uvicorn with the demo application (`jumpqueue.demo.app`), offers it a
 steady load, then ten times more, then the steady load again, from a real HTTP
 client, and prints each second what the client saw (latency, 503s) and what
-the runtime did (pending, running, done).
+the runtime did (pending, running, done). The server's status page (see
+`jumpqueue.status`) is mounted: open it in a browser while the spike runs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 PHASES = (("steady", 5.0, 20), ("spike x10", 10.0, 200), ("steady again", 10.0, 20))
 MAX_IN_FLIGHT = 256
 REQUEST_TIMEOUT = 10.0
+#: Where the demo application mounts its status page.
+STATUS_PATH = "/jumpqueue/status"
 
 
 @dataclasses.dataclass
@@ -59,9 +62,19 @@ def run(*, seconds: float | None = None, plot: Path | None = None) -> int:
         return 2
     scale = 1.0 if seconds is None else seconds / sum(p[1] for p in PHASES)
     with _server() as base_url:
+        print(
+            f"status page, live while the demo runs: {base_url}{STATUS_PATH}?html "
+            f"(text: {base_url}{STATUS_PATH}, or: jumpqueue top {base_url}{STATUS_PATH})\n",
+            flush=True,
+        )
         timeline = asyncio.run(_drive(httpx, base_url, scale))
         final = _drained_stats(httpx, base_url)
+        page = httpx.get(f"{base_url}{STATUS_PATH}?json", timeout=REQUEST_TIMEOUT).json()
     _summary(timeline, final)
+    print(
+        f"status page: {page['accepted']} calls accepted, {page['backlog_full']} times the "
+        f"backlog was full, max {page['max_pending']} in flight of {page['pending_limit']}"
+    )
     if plot is not None:
         _plot(timeline, plot)
         print(f"timeline written to {plot}")

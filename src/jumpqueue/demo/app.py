@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import jumpqueue
-from jumpqueue.contrib.starlette import JumpQueueMiddleware
+from jumpqueue.contrib.starlette import JumpQueueMiddleware, status_route
 
 #: Small on purpose, so that a spike of a few hundred requests a second overflows it.
 CONFIG = jumpqueue.Config(max_workers=4, max_pending=40, overload_wait=0.25)
@@ -38,6 +38,6 @@ def stats(_: Request) -> JSONResponse:
 
 jumpqueue.configure(CONFIG)
 app = Starlette(
-    routes=[Route("/signup", signup, methods=["POST"]), Route("/stats", stats)],
+    routes=[Route("/signup", signup, methods=["POST"]), Route("/stats", stats), status_route()],
     middleware=[Middleware(JumpQueueMiddleware)],
 )

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._results import running_call
 from .._scope import around_calls
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Attempt:
         #: Set once by the runtime, under its lock, when the attempt's outcome is decided.
         self.settled = False
         self.timer: Timer | None = None
-        #: What runs the attempt while it runs (a thread, a child process), for the executor.
+        #: What runs the attempt while it runs (a thread, a task, a child process).
         self.worker: object = None
 
     def __repr__(self) -> str:
@@ -58,6 +59,7 @@ class Attempt:
 
     def _call_around(self) -> Any:
         deferred = self.deferred
+        running_call.set((deferred.id, self.number))  # in the attempt's own copy of the context
         arounds = around_calls.get()
         if not arounds:
             return call_to_completion(deferred.fn, deferred.args, deferred.kwargs)

@@ -53,7 +53,8 @@ def message(deferred: Deferred[Any]) -> bytes:
     """The bytes that ask a child to run the call (checked by `check_call` already)."""
     target = target_of(deferred.fn, deferred.name, main_importable=True)
     return pickle.dumps(
-        (deferred.id, deferred.name, target, deferred.args, deferred.kwargs), _PICKLE
+        (deferred.id, deferred.attempts, deferred.name, target, deferred.args, deferred.kwargs),
+        _PICKLE,
     )
 
 

@@ -15,11 +15,15 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._results import running_call
 from ._base import call_to_completion
+from ._process_priority import lower_priority
 from ._process_tree import become_subreaper, kill_tree, reap_adopted
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+
+    from .._choices import ProcessPriority
 
 #: Replies and log records go back as pickles of these tuples:
 #:   ("ready", pid)  ("ok", result)  ("raised", exception, traceback text)
@@ -50,12 +54,19 @@ def resolve(ref: FunctionRef) -> Any:
     return found.fn if isinstance(found, Task) else found
 
 
-def serve(conn: Connection, parent_pid: int, memory_limit: int | None, log_level: int) -> None:
+def serve(
+    conn: Connection,
+    parent_pid: int,
+    memory_limit: int | None,
+    log_level: int,
+    priority: ProcessPriority = "normal",
+) -> None:
     """The child's main loop, until its parent closes the pipe or sends an empty message."""
     global _receiving  # noqa: PLW0603 -- read by the signal handler, in this same thread
     _leave_stops_to_the_parent(conn)
     if hasattr(os, "setsid"):
         os.setsid()  # a group of its own, so that the parent can kill what the call started
+    lower_priority(priority)  # after setsid(): on Linux the new session is a new autogroup
     # Orphans of what a call started stay below this process, where the parent finds them.
     adopting = become_subreaper()
     _watch_parent(parent_pid)
@@ -104,7 +115,8 @@ def _run(
 ) -> Message:
     global _current  # noqa: PLW0603 -- one call at a time per process
     try:
-        call_id, name, target, args, kwargs = pickle.loads(data)  # noqa: S301 -- from our parent
+        call_id, attempt, name, target, args, kwargs = pickle.loads(data)  # noqa: S301 -- from our parent
+        running_call.set((call_id, attempt))
         _current = (name, call_id)
         if isinstance(target, FunctionRef):
             fn = functions.get(target)
@@ -121,6 +133,7 @@ def _run(
         return _raised(error)
     finally:
         _current = None
+        running_call.set(None)
     return ("ok", result)
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
+    from .._choices import ProcessPriority
     from ._base import Attempt
 
 logger = logging.getLogger("jumpqueue")
@@ -114,14 +115,16 @@ def open_pidfd(pid: int) -> int | None:
         return None
 
 
-def start_child(context: Any, *, memory_limit: int | None, log_level: int) -> Child:
+def start_child(
+    context: Any, *, memory_limit: int | None, log_level: int, priority: ProcessPriority
+) -> Child:
     """Start one child process running `serve`, and return it (not yet ready)."""
     if context.get_start_method() == "forkserver":
         _preload_in_forkserver()
     parent_end, child_end = context.Pipe()
     process = context.Process(
         target=serve,
-        args=(child_end, os.getpid(), memory_limit, log_level),
+        args=(child_end, os.getpid(), memory_limit, log_level, priority),
         name="jumpqueue-process-child",
     )
     try:

@@ -12,16 +12,18 @@ stops or closes without starting it (it would keep its slot for ever).
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextvars
 import logging
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
 from .._reentry import hand_over, take
+from .._results import running_call
 from .._threads import daemon_thread
 from ._base import running_loop
+from ._line import WaitingLine
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -36,6 +38,8 @@ logger = logging.getLogger("jumpqueue")
 POSTED_CHECK_INTERVAL = 0.25
 #: Looks in a row that find such a loop stopped before its calls go to the background loop.
 STOPPED_LOOKS = 4
+#: `asyncio.Task(context=...)` is new in Python 3.11.
+_TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
 
 
 class AsyncExecutor:
@@ -53,7 +57,7 @@ class AsyncExecutor:
         self._limit = config.max_async
         self._grace = config.shutdown_timeout
         self._lock = threading.Lock()
-        self._waiting: collections.deque[Attempt] = collections.deque()
+        self._waiting = WaitingLine()
         self._slots: dict[Attempt, _CallTask | None] = {}
         self._tasks: set[_CallTask] = set()
         self._background: _LoopThread | None = None
@@ -197,25 +201,34 @@ class AsyncExecutor:
 
     def _start(self, attempt: Attempt) -> None:
         # Runs on the attempt's loop.
-        context = attempt.deferred.context
+        deferred = attempt.deferred
+        context = deferred.context
         if context is None or not self._host.attempt_started(attempt):
             self._release(attempt)
             return
-        deferred = attempt.deferred
-        name = f"{deferred.name} [{deferred.id}]"
+        loop = asyncio.get_running_loop()
         # On our own loop's thread, nothing a call raises may end the loop.
         background = self._background
-        own_loop = background is not None and background.loop is asyncio.get_running_loop()
-        coroutine = _outcome(attempt, contain_exits=own_loop)
-        task = context.copy().run(_CallTask, coroutine, name, self._loop_closing)
+        own_loop = background is not None and background.loop is loop
+        context = context.copy()
+        context.run(running_call.set, (deferred.id, attempt.number))
+        task = _CallTask.made(
+            _outcome(attempt, contain_exits=own_loop),
+            f"{deferred.name} [{deferred.id}]",
+            loop,
+            context,
+        )
+        task.attempt = attempt
+        task.loop_closing = self._loop_closing
         with self._lock:
             self._tasks.add(task)
             expired = attempt not in self._slots  # timed out before its task existed
             if not expired:
                 self._slots[attempt] = task
+                attempt.worker = task  # for the slow-call log
         if expired:
             task.stop()
-        task.add_done_callback(lambda done: self._finished(attempt, done))
+        task.add_done_callback(self._finished)
 
     def _loop_closing(self, task: _CallTask) -> None:
         # Runs on the closing loop, stopped: its closer runs it again until the task ends.
@@ -241,7 +254,8 @@ class AsyncExecutor:
         )
         task.stop()
 
-    def _finished(self, attempt: Attempt, task: _CallTask) -> None:
+    def _finished(self, task: _CallTask) -> None:
+        attempt = task.attempt
         if task.cancelled():
             error: BaseException | None = asyncio.CancelledError()
             result = None
@@ -250,10 +264,12 @@ class AsyncExecutor:
                     "jumpqueue: %s was cancelled by its event loop before it finished; abandoned",
                     task.get_name(),
                 )
-        elif task.exception() is not None:  # not an Exception: escaped `_outcome`
-            error, result = task.exception(), None
         else:
-            result, error = task.result()
+            error = task.exception()  # not an Exception: escaped `_outcome`
+            result = None
+            if error is None:
+                result, error = task.result()
+        attempt.worker = None
         self._host.attempt_finished(attempt, result, error)
         self._release(attempt, task)
 
@@ -262,8 +278,9 @@ class AsyncExecutor:
             if task is not None:
                 self._tasks.discard(task)
             self._slots.pop(attempt, None)
-            ready = self._take_ready()
-        self._start_all(ready)
+            ready = self._take_ready() if self._waiting else None
+        if ready:
+            self._start_all(ready)
 
 
 class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
@@ -274,16 +291,28 @@ class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
     application) go through, and so do the executor's own (`stop()`).
     """
 
-    def __init__(
-        self,
+    __slots__ = ("attempt", "loop_closing", "stopping")
+
+    attempt: Attempt
+    #: Called, on the closing loop, when what closes it cancels the task.
+    loop_closing: Callable[[_CallTask], None]
+
+    @classmethod
+    def made(
+        cls,
         coroutine: Coroutine[Any, Any, tuple[Any, BaseException | None]],
         name: str,
-        loop_closing: Callable[[_CallTask], None],
-    ) -> None:
-        # Made inside the call's context, which the task copies and keeps.
-        super().__init__(coroutine, loop=asyncio.get_running_loop(), name=name)
-        self.stopping = False
-        self._loop_closing = loop_closing
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context,
+    ) -> _CallTask:
+        """A task running `coroutine` in `context` (which it keeps) on `loop`."""
+        # Asyncio's own __init__, not an override: a Python frame per call costs.
+        if _TASK_TAKES_CONTEXT:
+            task = cls(coroutine, loop=loop, name=name, context=context)  # type: ignore[call-arg,unused-ignore]
+        else:
+            task = context.run(cls, coroutine, loop=loop, name=name)
+        task.stopping = False
+        return task
 
     def stop(self) -> None:
         """Cancel the task for the executor: a timeout, a shutdown, a closing loop's deadline."""
@@ -294,7 +323,7 @@ class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
         """Cancel, unless the loop is closing: then the call runs to its end (or its deadline)."""
         if self.stopping or self.done() or self.get_loop().is_running():
             return super().cancel(msg)
-        self._loop_closing(self)
+        self.loop_closing(self)
         return False
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import multiprocessing
@@ -21,6 +20,7 @@ from .._ratelimit import RateLimitedLog
 from .._reentry import hand_over, take
 from .._threads import daemon_thread
 from . import _process_calls, _process_os
+from ._line import WaitingLine
 from ._process_os import (
     Child,
     ChildTraceback,
@@ -34,6 +34,7 @@ from ._process_os import (
     stop_children,
     watch_memory,
 )
+from ._process_priority import say_shortfall
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -82,8 +83,10 @@ class ProcessExecutor:
         self._memory_limit = config.memory_limit
         self._max_tasks = config.max_tasks_per_child
         self._idle_timeout = config.process_idle_timeout
+        self._priority = config.process_priority
+        say_shortfall(self._priority)
         self._lock = threading.Lock()
-        self._queue: collections.deque[Attempt] = collections.deque()
+        self._queue = WaitingLine()
         self._children: list[Child] = []  # serving, or starting up
         self._leaving: list[Child] = []  # retired or killed, not reaped yet
         self._target = 0  # children the pool keeps: grows with demand, shrinks when idle
@@ -252,6 +255,7 @@ class ProcessExecutor:
                     self._context,
                     memory_limit=address_space_limit(self._memory_limit),
                     log_level=logger.getEffectiveLevel(),
+                    priority=self._priority,
                 )
             except Exception as error:  # noqa: BLE001 -- fork, exec, memory, disk: retry later
                 self._spawn_failed(now, f"{type(error).__name__}: {error}")

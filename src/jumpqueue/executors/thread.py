@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .._ratelimit import RateLimitedLog
 from .._reentry import hand_over, take
 from .._threads import daemon_thread
+from ._line import WaitingLine
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from ._base import Attempt, ExecutorHost
 
 logger = logging.getLogger("jumpqueue")
+#: In the queue for an attempt that waits in the line (`WaitingLine`).
+_FROM_LINE = object()
 
 
 class ThreadExecutor:
@@ -33,7 +36,11 @@ class ThreadExecutor:
         self._host = host
         self._size = config.max_workers
         self._max_stuck = config.max_stuck_threads
-        self._queue: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
+        # Attempts, in the order they came; `_FROM_LINE` for each attempt in `_line`
+        # (those with a priority, and every one that comes while such a one waits).
+        self._queue: queue.SimpleQueue[Attempt | object | None] = queue.SimpleQueue()
+        self._line = WaitingLine()
+        self._line_lock = threading.Lock()
         self._lock = threading.Lock()
         # One token per thread waiting for work: a SimpleQueue, not a Semaphore, so that
         # `submit()` takes no lock the code a signal handler interrupted may hold.
@@ -60,7 +67,18 @@ class ThreadExecutor:
 
     def submit(self, attempt: Attempt) -> None:
         """Queue the attempt; start a thread if none is idle and the pool has room."""
-        self._queue.put(attempt)
+        if attempt.deferred.options.priority == 0 and not self._line:
+            self._queue.put(attempt)  # first come, first served: no lock
+        else:
+            lock = self._line_lock
+            if not lock.acquire(False) and not take(lock):
+                hand_over(self.submit, attempt)  # a signal handler's, on top of this pool's code
+                return
+            try:
+                self._line.append(attempt)
+            finally:
+                lock.release()
+            self._queue.put(_FROM_LINE)
         if not self._idle.empty():
             try:
                 self._idle.get_nowait()
@@ -132,25 +150,46 @@ class ThreadExecutor:
     def _serve(self) -> None:
         me = threading.current_thread()
         while True:
-            attempt = self._queue.get()
-            if attempt is None:
+            item = self._queue.get()
+            if item is None:
                 break
+            attempt = self._next(item)
             # Set before the attempt can start, so a timeout always finds its thread.
             attempt.worker = me
             if self._host.attempt_started(attempt):
                 self._run(attempt)
-            with self._lock:
+            if attempt.timer is None:
+                # No timeout, so no expire(): nothing set this thread aside meanwhile.
                 attempt.worker = None
-                if me in self._stuck:
-                    # Set aside while it ran; a replacement serves in its place (or now
-                    # can, with one stuck thread fewer).
-                    self._stuck.discard(me)
-                    self._grow()
-                    return
+            elif self._set_aside(attempt, me):
+                return
             del attempt  # nothing of the last call stays reachable while this thread waits
             self._idle.put(None)
         with self._lock:
             self._serving.discard(me)
+
+    def _set_aside(self, attempt: Attempt, me: threading.Thread) -> bool:
+        # After a call that had a timeout: True if it ran past it and this thread was set
+        # aside meanwhile; a replacement serves in its place (or now can, with one stuck
+        # thread fewer).
+        with self._lock:
+            attempt.worker = None
+            if me not in self._stuck:
+                return False
+            self._stuck.discard(me)
+            self._grow()
+            return True
+
+    def _next(self, item: Attempt | object) -> Attempt:
+        # The attempt to run for one item taken from the queue: while the line holds
+        # attempts, the first of the line, an attempt taken from the queue joining it
+        # (ahead of the line's own: it came before them).
+        if item is not _FROM_LINE and not self._line:
+            return item  # type: ignore[return-value]
+        with self._line_lock:
+            if item is not _FROM_LINE:
+                self._line.append(item, came_first=True)  # type: ignore[arg-type]
+            return self._line.popleft()
 
     def _run(self, attempt: Attempt) -> None:
         try:
