@@ -79,7 +79,7 @@ $(DJANGO_VENV)/.installed: $(INSTALL_INPUTS)
 .PRECIOUS: .venv-%/bin/python .venv-%/.installed
 
 # ------------------------------------------------------------ checks
-.PHONY: lint format typecheck cov test test-fast test-all $(addprefix test-,$(PYVERSIONS))
+.PHONY: lint format typecheck cov test test-serial test-fast test-all $(addprefix test-,$(PYVERSIONS))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CODE_DIRS)
@@ -123,9 +123,16 @@ test-django: $(DJANGO_VENV)/.installed
 	$(DJANGO_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  tests/django_tasks/test_conformance.py tests/django_tasks/test_backend.py
 
-# Newest Python with lint, types, the docs and coverage, then the oldest supported
-# one, then the Django Tasks backend on the other Django release.
-test: lint typecheck docs cov test-3.10 test-django
+# Lint, types and the docs first (they fail in seconds), then the test legs side by
+# side: coverage on the newest Python, pytest on the oldest supported one, then the
+# Django Tasks backend on the other Django release. The suite mostly waits (on
+# servers, brokers, child processes), not on the CPU, so two legs on two cores take
+# little more than the longer one. Each leg's output is printed in one piece when it
+# ends. `make test-serial` runs them one after the other.
+test: lint typecheck docs
+	$(MAKE) -j2 --output-sync=target cov test-3.10 test-django
+
+test-serial: lint typecheck docs cov test-3.10 test-django
 
 # The documentation site (mkdocs.yml), built into site/. --strict: a broken
 # link, a missing page or a reference to a name that is not there fails.

@@ -264,6 +264,8 @@ def test_overload_a_retry_backoff_is_no_wait_to_start(make_runtime: RuntimeFacto
     threading.Event().wait(0.05)  # longer than max_queue_wait, in its backoff
     assert runtime.defer(int, "4").result(timeout=5) == 4
     assert retrying.status is Status.PENDING
+    runtime.shutdown(timeout=0)  # not the retry's hour, nor a drain's seconds: abandoned now
+    assert (retrying.status, runtime.stats().abandoned) == (Status.ABANDONED, 1)
 
 
 def test_overload_defaults_carry_a_burst_of_cheap_coroutines(make_runtime: RuntimeFactory) -> None:

@@ -85,6 +85,8 @@ def test_retries_wait_without_holding_a_worker(make_runtime: RuntimeFactory) -> 
     stats = runtime.stats()
     assert stats.pending == 1  # the retry wait counts as pending
     assert retrying.status is Status.PENDING
+    runtime.shutdown(timeout=0)  # not the backoff, nor a drain's seconds: abandoned now
+    assert (retrying.status, runtime.stats().abandoned) == (Status.ABANDONED, 1)
 
 
 def test_retries_apply_to_timeouts(make_runtime: RuntimeFactory) -> None:

@@ -213,6 +213,33 @@ def test_signal_handler_defer_handed_over_and_then_refused_ends_counted(
     assert stats.submitted == stats.finished + stats.in_flight
 
 
+def test_signal_handler_defer_shed_on_the_hand_over_thread_wakes_a_caller_already_waiting(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race a loaded machine shows: the handle is waited on before the hand-over
+    # thread sheds the call. Here the hand-over waits until someone waits on the handle.
+    runtime = make_runtime(max_pending=1, on_overload="reject")
+    gate = threading.Event()
+    original_take_over = Runtime._take_over
+
+    def take_over_late(self: Runtime, deferred: Deferred[int], *rest: Any) -> None:
+        deadline = time.monotonic() + WAIT
+        while deferred._done is None:  # no signal that a caller waits but the event it makes
+            assert time.monotonic() < deadline, "nobody waited on the handle"
+            threading.Event().wait(0.001)
+        original_take_over(self, deferred, *rest)
+
+    monkeypatch.setattr(Runtime, "_take_over", take_over_late)
+    handled: list[Deferred[int]] = []
+    with on_signal(lambda: handled.append(runtime.defer(add, 1, 2))) as raise_signal:
+        interrupt_inside(monkeypatch, Ledger, "enter_locked", raise_signal)
+        first = runtime.defer(gate.wait, WAIT)  # fills the backlog
+    assert handled[0].wait(WAIT)  # woken when shed, not at the end of its timeout
+    assert handled[0].status is Status.SHED
+    gate.set()
+    assert first.result(timeout=WAIT) is True
+
+
 def test_signal_handler_defer_on_top_of_a_journal_commit_neither_waits_nor_goes_unjournaled(
     make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -237,7 +237,10 @@ def test_handoff_sends_a_message_and_the_call_is_final_here(make_runtime: Runtim
     with pytest.raises(TaskNotRunError, match="handed off to fake") as raised:
         handle.result()
     assert raised.value.status == "handed_off"
-    (message, timeout), (plain_message, _) = backend.transport.sent
+    # Two sends, each on a hand-off thread: in either order under load.
+    sent = {message["id"]: (message, timeout) for message, timeout in backend.transport.sent}
+    assert len(sent) == len(backend.transport.sent) == 2
+    (message, timeout), (plain_message, _) = sent[handle.id], sent[plain.id]
     assert timeout == 30
     assert message["id"] == handle.id
     assert message["name"] == "tests.backends.handoff.named"

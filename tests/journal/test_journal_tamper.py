@@ -109,8 +109,8 @@ def _open_and_check(path: Path, rowid: int, *, fits: bool) -> None:
         started = time.monotonic()
         assert runtime.open_journal(timeout=10)
         assert time.monotonic() - started < 2
-        assert RECORDER.wait_for(1, timeout=5)
-        assert "good" in RECORDER.values
+        # The good record ran; a tampered one that still fits may run first (created = 1.5).
+        assert eventually(lambda: "good" in RECORDER.values, 5), RECORDER.values
         assert runtime.defer(remember, "after").result(5) == "after"
         assert not runtime.stats().journal_degraded
         assert eventually(lambda: runtime.stats().in_flight == 0, 5)

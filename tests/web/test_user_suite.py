@@ -32,7 +32,9 @@ def orders() -> list[list[str]]:
 @pytest.mark.parametrize("order", orders(), ids=["forwards", "backwards", "seed1", "seed2"])
 def test_user_suite_with_starlette_test_client_passes_in_any_order(order: list[str]) -> None:
     node_ids = [f"{SUITE.relative_to(REPO)}::{name}" for name in order]
+    # Hypothesis's plugin (which this suite does not use) takes a second to import.
     pytest_command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    pytest_command += ["-p", "no:hypothesispytest"]
     finished = subprocess.run(
         [*pytest_command, "--confcutdir", str(SUITE.parent), *node_ids],
         cwd=REPO,

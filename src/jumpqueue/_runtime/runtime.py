@@ -266,7 +266,7 @@ class Runtime:
             verdict = self._admission.admit(deferred, holder, refused=refused)
             self._place(verdict, deferred, holder, executor, journal)
         except OverloadedError:
-            return  # shed, or not spilled: counted, and its handle says so
+            pass  # shed, or not spilled: counted, and its handle says so
         except Exception as error:  # noqa: BLE001 -- the call ends, counted, with the reason
             status = Status.ABANDONED if isinstance(error, RuntimeClosedError) else Status.FAILED
             logger.warning(
@@ -277,6 +277,10 @@ class Runtime:
                 error,
             )
             self._ledger.refused(deferred, status, error)
+        # `defer()` returned the handle before this ran, so a caller may be waiting on it
+        # already: a call that ended here (shed, spilled) wakes it, as a call that ran does.
+        if deferred.status.final:
+            deferred._notify()
 
     def _executor_for(self, deferred: Deferred[Any]) -> Executor | None:
         # Where the call's first attempt goes, once it has checked the call; None when a
