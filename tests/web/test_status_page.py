@@ -198,7 +198,12 @@ def test_status_of_three_gunicorn_workers_sums_in_one_scrape_and_shows_a_killed_
     for pid, count in SENT.items():
         assert rows[pid]["accepted"] == count
 
+    # Every call had ended when that report was made; each worker's file is up to a
+    # second behind it: once all are newer, whichever worker answers sums them exactly.
+    ended = report["time"]
+    _wait_report(server, lambda r: all(r["time"] - w["last_seen"] > ended for w in r["processes"]))
     samples = _scrape(server)  # one scrape, of whichever worker answers
+    task = ("task", "tests.web.apps.status_app.work")
     assert samples["jumpqueue_submitted_total", ()] == total
     succeeded = [
         value
@@ -206,7 +211,6 @@ def test_status_of_three_gunicorn_workers_sums_in_one_scrape_and_shows_a_killed_
         if name == "jumpqueue_calls_total" and ("outcome", "succeeded") in labels
     ]
     assert sum(succeeded) == total
-    task = ("task", "tests.web.apps.status_app.work")
     assert samples["jumpqueue_run_seconds_count", (task,)] == total
     assert samples["jumpqueue_wait_seconds_count", (task,)] == total
     assert samples["jumpqueue_calls_total", (("outcome", "succeeded"), task)] == total
