@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -55,6 +56,41 @@ settings.register_profile(
     suppress_health_check=_QUIET_CHECKS,
 )
 settings.load_profile("ci")
+
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 15.0) -> T:
+    """The first truthy value of `probe()`, polled until `timeout`; else fail naming `what`.
+
+    For a state another process changes (a port, a file, a queue): nothing
+    there can signal the test, so it polls.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+    return value
+
+
+@contextlib.contextmanager
+def django_test_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The test project of tests/web, set up once per process, with an SQLite file as its database.
+
+    Its environment (settings module, database path) holds while the block runs.
+    """
+    import django
+    from django.conf import settings
+
+    database = tmp_path_factory.mktemp("django") / "db.sqlite3"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_SETTINGS_MODULE", "tests.web.apps.django_site")
+        patch.setenv("JQTEST_DJANGO_DB", str(database))
+        if not settings.configured:
+            django.setup()
+        yield
 
 
 def wait_until_waiting_for_room(runtime: Runtime, count: int = 1, timeout: float = 5.0) -> None:

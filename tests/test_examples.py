@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -12,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from .backends.conftest import REDIS_URL, free_port, require
+from .conftest import eventually
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 BIN = Path(sys.executable).parent
@@ -52,15 +53,19 @@ def started(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def serving(port: int) -> bool:
+        assert process.poll() is None, log.read_text()
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        return False
+
     try:
-        deadline = time.monotonic() + START_LIMIT
-        while port is not None:
-            assert process.poll() is None, log.read_text()
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            assert time.monotonic() < deadline, f"not serving within {START_LIMIT} s"
-            time.sleep(0.05)  # the port is not open yet: nothing to wait on but time
+        if port is not None:
+            eventually(
+                functools.partial(serving, port), f"{example} serving on port {port}", START_LIMIT
+            )
         yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -196,10 +201,12 @@ def test_example_thumbnails_are_made_in_a_child_process_after_the_upload(tmp_pat
         url = f"http://127.0.0.1:{port}"
         assert httpx.post(f"{url}/images/not.a.name", content=b"").status_code == 400
         assert httpx.post(f"{url}/images/sunset", content=original.getvalue()).status_code == 202
-        deadline = time.monotonic() + EFFECT_LIMIT
-        while (thumbnail := httpx.get(f"{url}/thumbnails/sunset")).status_code == 404:
-            assert time.monotonic() < deadline, "no thumbnail made"
-            time.sleep(0.05)  # the child process makes it: no event crosses to the test
+
+        def made() -> httpx.Response | None:
+            response = httpx.get(f"{url}/thumbnails/sunset")
+            return None if response.status_code == 404 else response
+
+        thumbnail = eventually(made, "a thumbnail made by the child process", EFFECT_LIMIT)
     assert thumbnail.status_code == 200
     with Image.open(io.BytesIO(thumbnail.content)) as image:
         assert image.size == (256, 192)
@@ -234,10 +241,11 @@ def test_example_rq_orders_are_handed_to_a_real_rq_worker_by_configuration(
             done = json.loads(popped[1])
             assert done["order"] == 7
             # It went through RQ: its job reaches the queue's finished registry.
-            deadline = time.monotonic() + EFFECT_LIMIT
-            while not connection.zcard(f"rq:finished:{name}"):
-                assert time.monotonic() < deadline, "no job finished on the RQ queue"
-                time.sleep(0.05)  # the worker writes it after the task returns
+            eventually(
+                lambda: connection.zcard(f"rq:finished:{name}"),
+                "a job finished on the RQ queue",
+                EFFECT_LIMIT,
+            )
     finally:
         keys = list(connection.scan_iter(match=f"*{name}*", count=1000))
         keys += ["rq:job:" + str(job) for job in connection.zrange(f"rq:finished:{name}", 0, -1)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from jumpqueue._runtime import reporting
 from jumpqueue._snapshots import EXITED, path_for, write
 from jumpqueue.status import StatusPage
 
-from .conftest import RuntimeFactory
+from .conftest import RuntimeFactory, eventually
 
 pytestmark = pytest.mark.usefixtures("status_pages")
 
@@ -41,13 +40,6 @@ def _snapshot(
         "counters": {"submitted": submitted, "succeeded": submitted - pending, "shed": {"drop": 1}},
         "gauges": {"held": 0, "pending": pending, "running": 0, "workers": 2, "stuck_threads": 1},
     }
-
-
-def _until(check: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        threading.Event().wait(0.02)  # another thread writes the file: nothing to wait on
 
 
 def test_status_report_sums_workers_and_shows_dead_and_stale_ones_never_as_zeros(
@@ -158,7 +150,7 @@ def test_status_reporter_writes_its_snapshot_with_per_task_metrics_and_stops_obs
     def written() -> dict[str, Any]:
         return json.loads(path.read_text()) if path.exists() else {}
 
-    _until(lambda: written().get("counters", {}).get("succeeded") == 4)
+    eventually(lambda: written().get("counters", {}).get("succeeded") == 4, "4 calls in the file")
     snapshot = written()
     assert oct(directory.stat().st_mode & 0o777) == oct(0o700)
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jumpqueue
+from tests.conftest import django_test_project
 
 if TYPE_CHECKING:
     from django.tasks import TaskResult
@@ -33,15 +34,8 @@ def tasks_setting(**options: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def django_project(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The test project of tests/web (settings once per process), with an SQLite database."""
-    import django
-    from django.conf import settings
-
-    database = tmp_path_factory.mktemp("django") / "db.sqlite3"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_SETTINGS_MODULE", "tests.web.apps.django_site")
-        patch.setenv("JQTEST_DJANGO_DB", str(database))
-        if not settings.configured:
-            django.setup()
+    with django_test_project(tmp_path_factory):
+        pass
 
 
 @pytest.fixture(autouse=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from tests.web.harness import PY, Coordinator, RunningServer, ServerSpec, running
 
 pytest.importorskip("django.tasks", reason="django.tasks needs Django 6 (Python 3.12+)")
@@ -41,18 +41,18 @@ UVICORN = ServerSpec(
     "django",
     ("uvicorn", "django"),
 )
-#: Requests tried before another worker than the one asked first answers.
-TRIES = 60
 
 
 def read_by(server: RunningServer, call_id: str, pid: int, *, same: bool = False) -> dict[str, Any]:
     """The final result of `call_id` as a worker reads it: not `pid`, or `pid` if `same`."""
-    for _ in range(TRIES):
+
+    def read() -> dict[str, Any] | None:
         body: dict[str, Any] = server.get(f"/result?id={call_id}").json()
-        if (body["pid"] == pid) is same and body.get("status") in {"SUCCESSFUL", "FAILED"}:
-            return body
-        time.sleep(0.05)  # another process's journal, and the kernel's choice of worker
-    raise AssertionError(f"no worker (same as {pid}: {same}) read {call_id} in {TRIES} tries")
+        final = body.get("status") in {"SUCCESSFUL", "FAILED"}
+        return body if (body["pid"] == pid) is same and final else None
+
+    # Another process's journal, and the kernel's choice of worker: nothing signals the test.
+    return eventually(read, f"a worker (same as {pid}: {same}) reading {call_id}")
 
 
 def test_real_server_results_are_read_by_another_worker_process(

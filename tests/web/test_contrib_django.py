@@ -17,6 +17,7 @@ import jumpqueue
 from jumpqueue import ConfigurationError, Deferred, Runtime, Status
 from jumpqueue.integration import RequestScope
 
+from ..conftest import django_test_project
 from .fakes import http_scope, loopback_connection, serve_asgi
 
 pytest.importorskip("django")
@@ -30,15 +31,7 @@ WAIT = 5.0
 @pytest.fixture(scope="module", autouse=True)
 def django_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Set up the test project once, with an SQLite file as its database."""
-    import django
-    from django.conf import settings
-
-    database = tmp_path_factory.mktemp("django") / "db.sqlite3"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_SETTINGS_MODULE", "tests.web.apps.django_site")
-        patch.setenv("JQTEST_DJANGO_DB", str(database))
-        if not settings.configured:
-            django.setup()
+    with django_test_project(tmp_path_factory):
         yield
 
 

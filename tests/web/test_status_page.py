@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 
 from jumpqueue.cli import main
 
+from ..conftest import eventually
 from .harness import PY, Coordinator, RunningServer, ServerSpec, running
 
 pytest.importorskip("gunicorn")
@@ -79,14 +79,13 @@ def _report(server: RunningServer) -> dict[str, Any]:
 def _wait_report(
     server: RunningServer, accept: Callable[[dict[str, Any]], bool], timeout: float = 15.0
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def matching() -> dict[str, Any] | None:
         report = _report(server)
-        if accept(report):
-            return report
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the status never matched within {timeout} s: {report}")
-        time.sleep(0.1)  # the workers write their snapshots once a second: nothing to wait on
+        return report if accept(report) else None
+
+    # The workers write their snapshots once a second: nothing there signals the test.
+    return eventually(matching, "the status page matching", timeout)
 
 
 def _settled(report: dict[str, Any]) -> bool:
