@@ -58,6 +58,23 @@ def test_shutdown_abandons_what_misses_the_deadline_counted_and_logged(
     release.set()
 
 
+def test_shutdown_warning_says_how_long_it_waited_and_names_scheduled_calls_apart(
+    make_runtime: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = make_runtime(max_workers=1)
+    release = threading.Event()
+    running = runtime.defer(release.wait, 10)
+    later = runtime.defer(jumpqueue.task(print).options(delay=3600), "never")
+    runtime.shutdown(timeout=0.2)
+    release.set()
+    assert (running.status, later.status) == (Status.ABANDONED, Status.ABANDONED)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"jumpqueue: shutdown after 0.2 s abandoned 1 call(s): {running.name} [{running.id}]",
+        f"jumpqueue: shutdown abandoned 1 scheduled call(s) not yet due: {later.name} [{later.id}]",
+    ]
+
+
 def test_shutdown_stops_admitting(make_runtime: RuntimeFactory) -> None:
     runtime = make_runtime()
     runtime.shutdown()

@@ -39,6 +39,17 @@ class HandOffCounts:
     handoff_fallbacks: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Leftovers:
+    """What a shutdown settled without running it to the end (`Ledger.close`)."""
+
+    calls: list[Deferred[Any]]
+    #: Those of `calls` that were waiting for their time: a shutdown does not wait for them.
+    not_due: frozenset[Deferred[Any]]
+    #: Seconds the shutdown waited for the drain: the timeout, or less if it drained first.
+    waited: float
+
+
 class Counters:
     """What a runtime has done since it started; the ledger's lock guards every field."""
 
@@ -366,7 +377,7 @@ class Ledger:
 
     def close(
         self, timeout: float, left_over: Callable[[Deferred[Any]], Status]
-    ) -> list[Deferred[Any]] | None:
+    ) -> Leftovers | None:
         """Stop admitting, wait up to `timeout` for the drain, then settle what is left.
 
         `left_over` says (with the lock held) what a call still in flight becomes.
@@ -379,13 +390,17 @@ class Ledger:
             if not first:
                 return None
             # Calls waiting for their time are not waited for: they are settled now.
+            began = time.monotonic()
             self._drained.wait_for(lambda: len(self.in_flight) <= self.scheduled, timeout)
-            leftovers = list(self.in_flight)
-            for deferred in leftovers:
+            # A timed-out wait_for has waited the timeout at least: say the timeout.
+            waited = min(time.monotonic() - began, timeout)
+            calls = list(self.in_flight)
+            not_due = frozenset(d for d in calls if d._status is Status.SCHEDULED)
+            for deferred in calls:
                 self._settle_locked(deferred, left_over(deferred), None, None)
-        for deferred in leftovers:
+        for deferred in calls:
             deferred._notify()
-        return leftovers
+        return Leftovers(calls, not_due, waited)
 
     def _wait_locked(self, deferred: Deferred[Any]) -> None:
         # A call starts waiting for a worker (a retry's backoff is no such wait).

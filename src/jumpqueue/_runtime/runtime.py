@@ -44,7 +44,7 @@ from .admission import Admission, Verdict
 from .dispatch import Dispatcher
 from .handoff import HandOffOutcomes
 from .journaling import JournalLink
-from .ledger import HandOffCounts, Ledger
+from .ledger import HandOffCounts, Ledger, Leftovers
 from .reporting import StatusReporter
 from .requests import HeldCalls
 
@@ -404,7 +404,7 @@ class Runtime:
         if leftovers is None:  # another caller shuts down: wait for it
             self._stopped.wait(timeout)
             return
-        _log_leftovers(leftovers, timeout)
+        _log_leftovers(leftovers)
         # The timer thread stops first: no snapshot is written after the last one is folded.
         self._dispatcher.close()
         self._reporter.close()
@@ -453,24 +453,39 @@ class Runtime:
             self._build()
 
 
-def _log_leftovers(leftovers: list[Deferred[Any]], timeout: float) -> None:
-    abandoned = [d for d in leftovers if d.status is Status.ABANDONED]
-    if len(abandoned) < len(leftovers):
+def _log_leftovers(leftovers: Leftovers) -> None:
+    # Scheduled calls are settled without being waited for: they are named apart, so
+    # that the drain's seconds are not read as the time they had.
+    journaled = [d for d in leftovers.calls if d.status is not Status.ABANDONED]
+    if journaled:
         logger.warning(
             "jumpqueue: shutdown after %.1f s left %d journaled call(s) in the journal "
             "for the next start",
-            timeout,
-            len(leftovers) - len(abandoned),
+            leftovers.waited,
+            len(journaled),
         )
-    if abandoned:
-        more = len(abandoned) - _NAMED_IN_LOG
+    abandoned = [d for d in leftovers.calls if d.status is Status.ABANDONED]
+    late = [d for d in abandoned if d not in leftovers.not_due]
+    early = [d for d in abandoned if d in leftovers.not_due]
+    if late:
         logger.warning(
             "jumpqueue: shutdown after %.1f s abandoned %d call(s): %s",
-            timeout,
-            len(abandoned),
-            ", ".join(f"{d.name} [{d.id}]" for d in abandoned[:_NAMED_IN_LOG])
-            + (f" and {more} more" if more > 0 else ""),
+            leftovers.waited,
+            len(late),
+            _named(late),
         )
+    if early:
+        logger.warning(
+            "jumpqueue: shutdown abandoned %d scheduled call(s) not yet due: %s",
+            len(early),
+            _named(early),
+        )
+
+
+def _named(calls: list[Deferred[Any]]) -> str:
+    more = len(calls) - _NAMED_IN_LOG
+    named = ", ".join(f"{d.name} [{d.id}]" for d in calls[:_NAMED_IN_LOG])
+    return named + (f" and {more} more" if more > 0 else "")
 
 
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
