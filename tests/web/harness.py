@@ -26,6 +26,17 @@ PY = sys.executable
 START_LIMIT = 30.0
 #: Starts tried when another process takes the port first.
 START_ATTEMPTS = 3
+#: Runs the command after it with SIGINT's default disposition, as a terminal starts a
+#: server: a suite started with SIGINT ignored (nohup, a background job) hands SIG_IGN
+#: down, and Python then never raises KeyboardInterrupt. Not `preexec_fn`: that runs
+#: Python in a forked child of a process with threads.
+WITH_SIGINT = (
+    PY,
+    "-S",
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+)
 
 
 class Coordinator:
@@ -368,7 +379,7 @@ def _start(spec: ServerSpec, env: dict[str, str], log_dir: Path) -> RunningServe
     log = log_dir / f"{spec.name}-{port}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            spec.command(port),
+            [*WITH_SIGINT, *spec.command(port)],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
