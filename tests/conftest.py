@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -100,6 +101,30 @@ def wait_until_waiting_for_room(runtime: Runtime, count: int = 1, timeout: float
         if time.monotonic() > deadline:
             raise AssertionError(f"no caller waited for room within {timeout} s")
         threading.Event().wait(0.001)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gunicorn_without_control_socket() -> Iterator[None]:
+    """Every gunicorn the suite starts runs without its control socket (gunicorn >= 25.1).
+
+    Its one default path (in $XDG_RUNTIME_DIR, or ~/.gunicorn) is shared by every
+    instance: a second one takes it over, and the first to stop removes it, so
+    servers of parallel tests and legs would meddle with each other. No test uses it.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        if _gunicorn_has_control_socket():
+            given = os.environ.get("GUNICORN_CMD_ARGS", "")
+            patch.setenv("GUNICORN_CMD_ARGS", f"{given} --no-control-socket".strip())
+        yield
+
+
+def _gunicorn_has_control_socket() -> bool:
+    # Older versions refuse the flag that turns it off.
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        return False
+    return any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS)
 
 
 @pytest.fixture(autouse=True)
