@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _load import APPS, WRK_SCRIPT, Endpoint, Load, serve, wrk
+from _load import APPS, Endpoint, Load, median_range, serve, spread, wrk
 
 PAUSE = 0.3  # between measurements: the last 200 ms tasks of the previous one finish
 UNBOUNDED = {"JUMPQUEUE_MAX_ASYNC": "100000", "JUMPQUEUE_MAX_PENDING": "100000"}
@@ -53,9 +53,7 @@ def uvicorn_workers(app: str, path: str, workers: int, env: dict[str, str]) -> E
 
 
 def measure(args: argparse.Namespace, tmp: Path) -> dict[Key, list[Load]]:
-    script = tmp / "summary.lua"
-    script.write_text(WRK_SCRIPT)
-    load = wrk([], script)
+    load = wrk([], tmp)
     results: dict[Key, list[Load]] = {}
     for workers in args.workers:
         with contextlib.ExitStack() as servers:
@@ -73,10 +71,6 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[Key, list[Load]]:
                         result = load(ports[label], path, connections, args.seconds)
                         results.setdefault((workers, connections, label), []).append(result)
     return results
-
-
-def median_range(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
 
 
 def plot(results: dict[Key, list[Load]], args: argparse.Namespace, out: Path) -> list[Path]:
@@ -136,14 +130,13 @@ def table(results: dict[Key, list[Load]], args: argparse.Namespace) -> list[str]
             for label in labels:
                 loads = results[workers, connections, label]
                 rate, low, high = median_range([load.rate for load in loads])
-                p99, p_low, p_high = median_range([load.p99 for load in loads])
                 errors = sum(load.errors for load in loads)
                 ratio = "" if label == "no task" else f", {rate / base:.2f}x"
                 cells.append(
                     f"{rate:,.0f} ({low:,.0f} to {high:,.0f}{ratio})"
                     + (f" [{errors} errors]" if errors else "")
                 )
-                cells.append(f"{p99:,.0f} ms ({p_low:,.0f} to {p_high:,.0f})")
+                cells.append(spread([load.p99 for load in loads], ",.0f", " to ", " ms"))
             lines.append(f"| {workers} | {connections} | " + " | ".join(cells) + " |")
     return lines
 

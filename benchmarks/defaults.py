@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -49,19 +48,17 @@ from pathlib import Path
 from typing import Any
 
 from _load import (
-    WRK_SCRIPT,
     Endpoint,
     Generator,
     Load,
     Server,
+    client,
     cpu_split,
     get,
     get_json,
     memory,
-    python_client,
     serve,
     uvicorn,
-    wrk,
 )
 
 PAUSE = 0.5  # between two measurements: lets the last tasks of the previous one finish
@@ -382,18 +379,10 @@ def main() -> int:
     args = parser.parse_args()
     connections = [int(x) for x in args.connections.split(",")]
     pinned, client_cpu, server_cpu = cpu_split()
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
     started, load_before = time.monotonic(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
-        if use_wrk:
-            script = logs / "summary.lua"
-            script.write_text(WRK_SCRIPT)
-            load, client = wrk(client_cpu, script), "wrk -t1"
-        else:
-            if pinned:
-                os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-            load, client = python_client, "the asyncio client of this script"
+        load, generator = client(args.client, client_cpu, logs)
         results = ordinary_load(
             load,
             cpu=server_cpu,
@@ -414,7 +403,7 @@ def main() -> int:
 
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("starlette", "uvicorn"))
     print(
-        f"\n{os.cpu_count()} cores; load from {client}, servers pinned apart: {pinned}; "
+        f"\n{os.cpu_count()} cores; load from {generator}, servers pinned apart: {pinned}; "
         f"closed loop, keep-alive; one uvicorn worker per server; Python "
         f"{sys.version.split()[0]}, {versions}; load average {load_before:.1f} before, "
         f"{load_after:.1f} after.\n"
