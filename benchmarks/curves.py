@@ -85,10 +85,16 @@ def plot(results: dict[Key, list[Load]], args: argparse.Namespace, out: Path) ->
         ("curves-p99.png", "p99 latency (ms)", lambda load: load.p99),
     ]
     for name, title, figure in figures:
-        fig, axes = plt.subplots(
-            1, len(args.workers), figsize=(3.2 * len(args.workers), 3.4), sharey=True
+        # squeeze=False: a row of panels even for one worker count (else a lone Axes).
+        fig, panels = plt.subplots(
+            1,
+            len(args.workers),
+            figsize=(3.2 * len(args.workers), 3.4),
+            sharey=True,
+            squeeze=False,
         )
-        for axis, workers in zip(list(axes), args.workers, strict=True):
+        axes = list(panels[0])
+        for axis, workers in zip(axes, args.workers, strict=True):
             for label, *_ in ENDPOINTS:
                 points = [
                     median_range([figure(load) for load in results[workers, c, label]])
