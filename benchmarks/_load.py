@@ -355,3 +355,11 @@ def spread(values: list[float], form: str = ".1f", between: str = "-", unit: str
     """The median and (range) of `values`, as `form` writes numbers: "2.5 (2.1-3.0)"."""
     middle, low, high = median_range(values)
     return f"{middle:{form}}{unit} ({low:{form}}{between}{high:{form}})"
+
+
+def table_head(*columns: str, text: int = 1) -> list[str]:
+    """A Markdown table's first two lines: its first `text` columns left-aligned, the rest right."""
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * text + "---:|" * (len(columns) - text),
+    ]

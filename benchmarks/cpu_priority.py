@@ -58,6 +58,7 @@ from _load import (
     process_cpu,
     serve,
     spread,
+    table_head,
     uvicorn,
     wrk,
 )
@@ -236,10 +237,17 @@ def measure(env: dict[str, str], ping: Pinger, seconds: float, log: Path) -> Rou
 
 def table(results: dict[str, list[Round]]) -> list[str]:
     lines = [
-        "| tasks run in | /ping p99 idle | /ping p99 loaded | p99 ratio (target ≤ 2) "
-        "| /ping req/s, loaded / idle | tasks' CPU / free CPU (target ≥ 0.9) "
-        "| tasks' CPU, in cores | server CPU, in cores | other processes, of the machine |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "tasks run in",
+            "/ping p99 idle",
+            "/ping p99 loaded",
+            "p99 ratio (target ≤ 2)",
+            "/ping req/s, loaded / idle",
+            "tasks' CPU / free CPU (target ≥ 0.9)",
+            "tasks' CPU, in cores",
+            "server CPU, in cores",
+            "other processes, of the machine",
+        ),
     ]
     for name, rounds in results.items():
         lines.append(

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _load import APPS, Endpoint, Load, median_range, serve, spread, wrk
+from _load import APPS, Endpoint, Load, median_range, serve, spread, table_head, wrk
 
 PAUSE = 0.3  # between measurements: the last 200 ms tasks of the previous one finish
 UNBOUNDED = {"JUMPQUEUE_MAX_ASYNC": "100000", "JUMPQUEUE_MAX_PENDING": "100000"}
@@ -125,10 +125,8 @@ def plot(results: dict[Key, list[Load]], args: argparse.Namespace, out: Path) ->
 
 def table(results: dict[Key, list[Load]], args: argparse.Namespace) -> list[str]:
     labels = [label for label, *_ in ENDPOINTS]
-    head = "| workers | connections | " + " | ".join(
-        f"{label} req/s | {label} p99" for label in labels
-    )
-    lines = [head + " |", "|---:|---:|" + "---:|---:|" * len(labels)]
+    columns = [f"{label} {figure}" for label in labels for figure in ("req/s", "p99")]
+    lines = table_head("workers", "connections", *columns, text=0)
     for workers in args.workers:
         for connections in args.connections:
             base = statistics.median(load.rate for load in results[workers, connections, "no task"])

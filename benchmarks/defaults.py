@@ -58,6 +58,7 @@ from _load import (
     get_json,
     memory,
     serve,
+    table_head,
     uvicorn,
 )
 
@@ -142,9 +143,19 @@ def ratio(results: Results, count: int, field: str) -> float:
 
 def ordinary_table(results: Results, connections: list[int]) -> list[str]:
     lines = [
-        "| work after the response | conns | req/s | p50 ms | p99 ms | non-2xx "
-        "| peak RSS MiB | max wait to start ms | req/s x BT | p99 x BT | peak RSS x BT |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "work after the response",
+            "conns",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "non-2xx",
+            "peak RSS MiB",
+            "max wait to start ms",
+            "req/s x BT",
+            "p99 x BT",
+            "peak RSS x BT",
+        ),
     ]
     for count in connections:
         for endpoint in (BACKGROUND, JUMPQUEUE):
@@ -302,9 +313,17 @@ def seconds(value: float | None) -> str:
 def overload_tables(runs: list[Overload], spike: float, after: float) -> list[str]:
     lines = [
         f"During the spike ({spike:g} s):\n",
-        "| server, 8 threads x 200 ms | req/s | x 40/s | non-2xx | first 503 at | Retry-After "
-        "| RSS MiB at half the spike | at its end | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "server, 8 threads x 200 ms",
+            "req/s",
+            "x 40/s",
+            "non-2xx",
+            "first 503 at",
+            "Retry-After",
+            "RSS MiB at half the spike",
+            "at its end",
+            "peak RSS MiB",
+        ),
     ]
     lines.extend(
         f"| {run.work} | {run.spike.rate:,.0f} | {run.spike.rate / CAPACITY:.0f} "
@@ -316,10 +335,17 @@ def overload_tables(runs: list[Overload], spike: float, after: float) -> list[st
         f"\nAfter it (a probe request every {TICK:g} s, for up to {after:g} s, until the call "
         "of the first one answered 2xx has started and a probe is answered 2xx); waits as of "
         "the end:\n",
-        "| server | calls started | max / p99 wait to start, s | oldest still waiting, s "
-        "| still waiting | ≈ s to start them | first 2xx | its call started "
-        "| probes refused (last at) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "server",
+            "calls started",
+            "max / p99 wait to start, s",
+            "oldest still waiting, s",
+            "still waiting",
+            "≈ s to start them",
+            "first 2xx",
+            "its call started",
+            "probes refused (last at)",
+        ),
     ]
     for run in runs:
         last, probed = run.last, run.after

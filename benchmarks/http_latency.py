@@ -60,6 +60,7 @@ from _load import (
     get_json,
     serve,
     spread,
+    table_head,
     tree_cpu,
     uvicorn,
 )
@@ -209,9 +210,20 @@ def _field(measured: Measured, field: str) -> float:
 
 def latency_table(results: Results, connections: list[int]) -> list[str]:
     lines = [
-        "| server | work after the response | conns | req/s | p50 ms | p99 ms | req/s x no task "
-        "| p99 x no task | server CPU µs/req | CPU x no task | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "server",
+            "work after the response",
+            "conns",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "req/s x no task",
+            "p99 x no task",
+            "server CPU µs/req",
+            "CPU x no task",
+            "errors",
+            text=2,
+        ),
     ]
     for endpoint in ENDPOINTS:
         base = peer_of(endpoint, NO_TASK)
@@ -235,8 +247,14 @@ def latency_table(results: Results, connections: list[int]) -> list[str]:
 
 def throughput_table(pools: list[PoolRun]) -> list[str]:
     return [
-        "| jumpqueue pool | ideal tasks/s | completed tasks/s | x ideal | offered req/s | shed |",
-        "|---|---:|---:|---:|---:|---:|",
+        *table_head(
+            "jumpqueue pool",
+            "ideal tasks/s",
+            "completed tasks/s",
+            "x ideal",
+            "offered req/s",
+            "shed",
+        ),
         *(
             f"| {pool.name} | {pool.ideal:.0f} | {pool.done:.1f} | {pool.done / pool.ideal:.3f} "
             f"| {pool.offered:,.0f} | {pool.shed:,} |"
@@ -417,9 +435,14 @@ def in_process_table(rounds: int) -> list[str]:
             requests(IN_PROCESS_REQUESTS)
             samples[case].append((time.process_time() - start) / IN_PROCESS_REQUESTS * 1e6)
     lines = [
-        "| app, in process | work after the response | CPU µs/req | + µs over no task "
-        "| CPU x no task |",
-        "|---|---|---:|---:|---:|",
+        *table_head(
+            "app, in process",
+            "work after the response",
+            "CPU µs/req",
+            "+ µs over no task",
+            "CPU x no task",
+            text=2,
+        ),
     ]
     for (framework, work), values in samples.items():
         base = samples[framework, NO_TASK]
