@@ -8,10 +8,11 @@ MAKEFLAGS += --no-print-directory
 # ------------------------------------------------------------ interpreters
 # find_py(3.X): newest pyenv build of 3.X (plain X.Y.Z dirs only, so no
 # free-threaded or dev builds), else python3.X on PATH; each candidate must
-# actually start (a pyenv shim for a missing version does not).
-PYENV_DIR ?= $(or $(PYENV_ROOT),$(HOME)/.pyenv)
+# actually start (a pyenv shim for a missing version does not). Not PYENV_DIR:
+# pyenv's shims set that to the current directory, which would hide the builds.
+PYENV_HOME ?= $(or $(PYENV_ROOT),$(HOME)/.pyenv)
 find_py = $(shell for p in \
-    $$(ls -d $(PYENV_DIR)/versions/$(1).*/bin/python$(1) 2>/dev/null \
+    $$(ls -d $(PYENV_HOME)/versions/$(1).*/bin/python$(1) 2>/dev/null \
        | grep -E '/versions/[0-9]+\.[0-9]+\.[0-9]+/bin/' | sort -V -r) \
     $$(command -v python$(1) 2>/dev/null); do \
     "$$p" -c 'import sys' >/dev/null 2>&1 && { echo "$$p"; break; }; done)

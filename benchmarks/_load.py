@@ -1,4 +1,5 @@
-"""Closed-loop HTTP load (wrk or an asyncio client) and local-server helpers for the benchmarks."""
+"""What the benchmarks share: closed-loop HTTP load (wrk or an asyncio client), local servers,
+CPU time and memory from /proc, callgrind's instruction counts, and medians with their range."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any
 
 APPS = Path(__file__).resolve().parent / "apps"
 
-WRK_SCRIPT = """
+_WRK_SCRIPT = """
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -58,7 +61,11 @@ def cpu_split() -> tuple[bool, list[str], list[str]]:
     return pinned, client_cpu, server_cpu
 
 
-def wrk(cpu: list[str], script: Path) -> Generator:
+def wrk(cpu: list[str], folder: Path) -> Generator:
+    """wrk -t1 behind the `taskset` prefix `cpu`; its summary script is written into `folder`."""
+    script = folder / "summary.lua"
+    script.write_text(_WRK_SCRIPT)
+
     def run(port: int, path: str, connections: int, seconds: float) -> Load:
         command = [*cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s"]
         command += ["-s", str(script), f"http://127.0.0.1:{port}{path}"]
@@ -76,6 +83,19 @@ def wrk(cpu: list[str], script: Path) -> Generator:
         )
 
     return run
+
+
+def client(choice: str, cpu: list[str], folder: Path) -> tuple[Generator, str]:
+    """The generator `choice` names ("wrk", "python", or "auto": wrk where installed), and its name.
+
+    `cpu` is the client's `taskset` prefix; the asyncio client runs in this process, which is
+    then pinned to the first CPU instead.
+    """
+    if choice == "wrk" or (choice == "auto" and shutil.which("wrk") is not None):
+        return wrk(cpu, folder), "wrk -t1"
+    if cpu:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    return python_client, "the asyncio client of this script"
 
 
 def python_client(port: int, path: str, connections: int, seconds: float) -> Load:
@@ -120,11 +140,10 @@ async def _python_load(port: int, path: str, connections: int, seconds: float) -
         await asyncio.wait_for(
             asyncio.gather(*(connection() for _ in range(connections))), seconds + 10
         )
-    ordered = sorted(latencies) or [0.0]
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    ordered = latencies or [0.0]
     elapsed = time.perf_counter() - start
-    median = 1000 * statistics.median(ordered)
-    return Load(len(latencies), elapsed, errors, median, 1000 * p99, non_2xx)
+    median, p99 = 1000 * statistics.median(ordered), 1000 * percentile(ordered, 0.99)
+    return Load(len(latencies), elapsed, errors, median, p99, non_2xx)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,20 +253,49 @@ def serve(endpoint: Endpoint, cpu: list[str], log: Path, grace: float = 30.0) ->
             server.wait()
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its live descendants so far, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [pid]
+# -- /proc (Linux) ------------------------------------------------------------------------------
+
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process's threads have used, its children not counted.
+
+    0 once it is gone.
+    """
+    try:
+        # The command name, in parentheses, may hold spaces and parentheses of its own.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below root, from the `children` file of each thread.
+
+    Cheap (no scan of /proc): the CPU it costs counts in the figures of a caller that
+    measures its own process.
+    """
+    found, todo = [], [root]
     while todo:
         pid = todo.pop()
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo += [int(child) for child in (task / "children").read_text().split()]
+            children = [
+                int(child)
+                for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()
+            ]
         except OSError:  # ended meanwhile
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        found += children
+        todo += children
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants so far."""
+    return process_cpu(pid) + sum(process_cpu(child) for child in descendants(pid))
 
 
 def memory(pid: int) -> tuple[int, int]:
@@ -259,3 +307,59 @@ def memory(pid: int) -> tuple[int, int]:
     fields = dict(line.split(":", 1) for line in lines if ":" in line)
     now, peak = (1024 * int(fields.get(name, "0 kB").split()[0]) for name in ("VmRSS", "VmHWM"))
     return now, peak
+
+
+# -- instructions -------------------------------------------------------------------------------
+
+
+def callgrind(arguments: list[str], env: dict[str, str] | None = None) -> int:
+    """Instructions valgrind's callgrind counts for this interpreter run with `arguments`."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "callgrind.out"
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                *arguments,
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+            timeout=900,
+        )
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError("no instruction count in callgrind's output")
+
+
+# -- figures -------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The value a share `q` of `values` lies below (nearest rank); nan if there are none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def median_range(values: list[float]) -> tuple[float, float, float]:
+    """The median, lowest and highest of `values`."""
+    return statistics.median(values), min(values), max(values)
+
+
+def spread(values: list[float], form: str = ".1f", between: str = "-", unit: str = "") -> str:
+    """The median and (range) of `values`, as `form` writes numbers: "2.5 (2.1-3.0)"."""
+    middle, low, high = median_range(values)
+    return f"{middle:{form}}{unit} ({low:{form}}{between}{high:{form}})"
+
+
+def table_head(*columns: str, text: int = 1) -> list[str]:
+    """A Markdown table's first two lines: its first `text` columns left-aligned, the rest right."""
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * text + "---:|" * (len(columns) - text),
+    ]

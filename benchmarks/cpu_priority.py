@@ -42,7 +42,6 @@ import dataclasses
 import math
 import os
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -50,7 +49,19 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from _load import APPS, WRK_SCRIPT, get_json, serve, uvicorn, wrk
+from _load import (
+    APPS,
+    TICK,
+    descendants,
+    get_json,
+    percentile,
+    process_cpu,
+    serve,
+    spread,
+    table_head,
+    uvicorn,
+    wrk,
+)
 
 TASK_CPU = 0.05
 CONNECTIONS = 16
@@ -58,7 +69,6 @@ CONNECTIONS = 16
 CPU_RATE_PER_CORE = 30
 IDLE_SECONDS = 4.0  # of /ping alone
 RAMP = 1.5  # seconds of load before the window: children started, backlog built
-TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 VARIANTS = {
     "process (idle)": {"BENCH_EXECUTOR": "process", "JUMPQUEUE_PROCESS_PRIORITY": "idle"},
     "process (normal)": {"BENCH_EXECUTOR": "process", "JUMPQUEUE_PROCESS_PRIORITY": "normal"},
@@ -105,33 +115,6 @@ def machine_busy() -> float:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
     return (user + nice + system + irq + softirq + steal) / TICK
-
-
-def process_cpu(pid: int) -> float:
-    """Seconds of CPU a process's threads have used (its children not counted); 0 if gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def descendants(root: int) -> list[int]:
-    """Every live process below root."""
-    below: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            below.setdefault(ppid, []).append(int(entry.name))
-    found, parents = [], [root]
-    while parents:
-        for pid in below.get(parents.pop(), []):
-            found.append(pid)
-            parents.append(pid)
-    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,11 +173,6 @@ async def paced(port: int, path: str, connections: int, rate: float, until: floa
     return latencies
 
 
-def p99(latencies: list[float]) -> float:
-    ordered = sorted(latencies)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
-
 Pinger = Callable[
     [int, float], Coroutine[Any, Any, tuple[float, float]]
 ]  # (port, s) -> p99 ms, req/s
@@ -203,13 +181,13 @@ Pinger = Callable[
 def paced_pinger(rate: float) -> Pinger:
     async def ping(port: int, seconds: float) -> tuple[float, float]:
         latencies = await paced(port, "/ping", CONNECTIONS, rate, time.monotonic() + seconds)
-        return p99(latencies), len(latencies) / seconds
+        return percentile(latencies, 0.99), len(latencies) / seconds
 
     return ping
 
 
-def wrk_pinger(script: Path) -> Pinger:
-    load = wrk([], script)
+def wrk_pinger(folder: Path) -> Pinger:
+    load = wrk([], folder)
 
     async def ping(port: int, seconds: float) -> tuple[float, float]:
         result = await asyncio.to_thread(load, port, "/ping", CONNECTIONS, seconds)
@@ -257,29 +235,30 @@ def measure(env: dict[str, str], ping: Pinger, seconds: float, log: Path) -> Rou
     return Round(idle, pings, task_cpu, free, others / (cores * wall), server_cpu, wall)
 
 
-def spread(values: list[float], form: str) -> str:
-    ordered = sorted(values)
-    middle = statistics.median(ordered)
-    return f"{middle:{form}} ({ordered[0]:{form}} to {ordered[-1]:{form}})"
-
-
 def table(results: dict[str, list[Round]]) -> list[str]:
     lines = [
-        "| tasks run in | /ping p99 idle | /ping p99 loaded | p99 ratio (target ≤ 2) "
-        "| /ping req/s, loaded / idle | tasks' CPU / free CPU (target ≥ 0.9) "
-        "| tasks' CPU, in cores | server CPU, in cores | other processes, of the machine |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "tasks run in",
+            "/ping p99 idle",
+            "/ping p99 loaded",
+            "p99 ratio (target ≤ 2)",
+            "/ping req/s, loaded / idle",
+            "tasks' CPU / free CPU (target ≥ 0.9)",
+            "tasks' CPU, in cores",
+            "server CPU, in cores",
+            "other processes, of the machine",
+        ),
     ]
     for name, rounds in results.items():
         lines.append(
-            f"| {name} | {spread([r.idle[0] for r in rounds], '.1f')} ms "
-            f"| {spread([r.loaded[0] for r in rounds], '.1f')} ms "
-            f"| {spread([r.ratio for r in rounds], '.2f')} "
-            f"| {spread([r.rate_ratio for r in rounds], '.2f')} "
-            f"| {spread([r.share for r in rounds], '.2f')} "
-            f"| {spread([r.task_cpu / r.wall for r in rounds], '.2f')} "
-            f"| {spread([r.server / r.wall for r in rounds], '.2f')} "
-            f"| {spread([100 * r.others for r in rounds], '.0f')} % |"
+            f"| {name} | {spread([r.idle[0] for r in rounds], '.1f', ' to ')} ms "
+            f"| {spread([r.loaded[0] for r in rounds], '.1f', ' to ')} ms "
+            f"| {spread([r.ratio for r in rounds], '.2f', ' to ')} "
+            f"| {spread([r.rate_ratio for r in rounds], '.2f', ' to ')} "
+            f"| {spread([r.share for r in rounds], '.2f', ' to ')} "
+            f"| {spread([r.task_cpu / r.wall for r in rounds], '.2f', ' to ')} "
+            f"| {spread([r.server / r.wall for r in rounds], '.2f', ' to ')} "
+            f"| {spread([100 * r.others for r in rounds], '.0f', ' to ')} % |"
         )
     return lines
 
@@ -298,11 +277,12 @@ def main() -> int:
         return 0
     started, load_before = time.monotonic(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "summary.lua"
-        script.write_text(WRK_SCRIPT)
         pingers = {
             "paced": (f"/ping paced at {args.ping_rate:g}/s", paced_pinger(args.ping_rate)),
-            "wrk": ("/ping as fast as it is answered (wrk -t1, closed loop)", wrk_pinger(script)),
+            "wrk": (
+                "/ping as fast as it is answered (wrk -t1, closed loop)",
+                wrk_pinger(Path(tmp)),
+            ),
         }
         loads = {name: pingers[name] for name in args.loads.split(",")}
         results = {load: {name: list[Round]() for name in variants} for load in loads}

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _load import APPS, WRK_SCRIPT, Endpoint, Load, serve, wrk
+from _load import APPS, Endpoint, Load, median_range, serve, spread, table_head, wrk
 
 PAUSE = 0.3  # between measurements: the last 200 ms tasks of the previous one finish
 UNBOUNDED = {"JUMPQUEUE_MAX_ASYNC": "100000", "JUMPQUEUE_MAX_PENDING": "100000"}
@@ -53,9 +53,7 @@ def uvicorn_workers(app: str, path: str, workers: int, env: dict[str, str]) -> E
 
 
 def measure(args: argparse.Namespace, tmp: Path) -> dict[Key, list[Load]]:
-    script = tmp / "summary.lua"
-    script.write_text(WRK_SCRIPT)
-    load = wrk([], script)
+    load = wrk([], tmp)
     results: dict[Key, list[Load]] = {}
     for workers in args.workers:
         with contextlib.ExitStack() as servers:
@@ -75,10 +73,6 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[Key, list[Load]]:
     return results
 
 
-def median_range(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
-
-
 def plot(results: dict[Key, list[Load]], args: argparse.Namespace, out: Path) -> list[Path]:
     import matplotlib as mpl
 
@@ -91,10 +85,16 @@ def plot(results: dict[Key, list[Load]], args: argparse.Namespace, out: Path) ->
         ("curves-p99.png", "p99 latency (ms)", lambda load: load.p99),
     ]
     for name, title, figure in figures:
-        fig, axes = plt.subplots(
-            1, len(args.workers), figsize=(3.2 * len(args.workers), 3.4), sharey=True
+        # squeeze=False: a row of panels even for one worker count (else a lone Axes).
+        fig, panels = plt.subplots(
+            1,
+            len(args.workers),
+            figsize=(3.2 * len(args.workers), 3.4),
+            sharey=True,
+            squeeze=False,
         )
-        for axis, workers in zip(list(axes), args.workers, strict=True):
+        axes = list(panels[0])
+        for axis, workers in zip(axes, args.workers, strict=True):
             for label, *_ in ENDPOINTS:
                 points = [
                     median_range([figure(load) for load in results[workers, c, label]])
@@ -125,10 +125,8 @@ def plot(results: dict[Key, list[Load]], args: argparse.Namespace, out: Path) ->
 
 def table(results: dict[Key, list[Load]], args: argparse.Namespace) -> list[str]:
     labels = [label for label, *_ in ENDPOINTS]
-    head = "| workers | connections | " + " | ".join(
-        f"{label} req/s | {label} p99" for label in labels
-    )
-    lines = [head + " |", "|---:|---:|" + "---:|---:|" * len(labels)]
+    columns = [f"{label} {figure}" for label in labels for figure in ("req/s", "p99")]
+    lines = table_head("workers", "connections", *columns, text=0)
     for workers in args.workers:
         for connections in args.connections:
             base = statistics.median(load.rate for load in results[workers, connections, "no task"])
@@ -136,14 +134,13 @@ def table(results: dict[Key, list[Load]], args: argparse.Namespace) -> list[str]
             for label in labels:
                 loads = results[workers, connections, label]
                 rate, low, high = median_range([load.rate for load in loads])
-                p99, p_low, p_high = median_range([load.p99 for load in loads])
                 errors = sum(load.errors for load in loads)
                 ratio = "" if label == "no task" else f", {rate / base:.2f}x"
                 cells.append(
                     f"{rate:,.0f} ({low:,.0f} to {high:,.0f}{ratio})"
                     + (f" [{errors} errors]" if errors else "")
                 )
-                cells.append(f"{p99:,.0f} ms ({p_low:,.0f} to {p_high:,.0f})")
+                cells.append(spread([load.p99 for load in loads], ",.0f", " to ", " ms"))
             lines.append(f"| {workers} | {connections} | " + " | ".join(cells) + " |")
     return lines
 

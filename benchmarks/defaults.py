@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -49,19 +48,18 @@ from pathlib import Path
 from typing import Any
 
 from _load import (
-    WRK_SCRIPT,
     Endpoint,
     Generator,
     Load,
     Server,
+    client,
     cpu_split,
     get,
     get_json,
     memory,
-    python_client,
     serve,
+    table_head,
     uvicorn,
-    wrk,
 )
 
 PAUSE = 0.5  # between two measurements: lets the last tasks of the previous one finish
@@ -145,9 +143,19 @@ def ratio(results: Results, count: int, field: str) -> float:
 
 def ordinary_table(results: Results, connections: list[int]) -> list[str]:
     lines = [
-        "| work after the response | conns | req/s | p50 ms | p99 ms | non-2xx "
-        "| peak RSS MiB | max wait to start ms | req/s x BT | p99 x BT | peak RSS x BT |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "work after the response",
+            "conns",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "non-2xx",
+            "peak RSS MiB",
+            "max wait to start ms",
+            "req/s x BT",
+            "p99 x BT",
+            "peak RSS x BT",
+        ),
     ]
     for count in connections:
         for endpoint in (BACKGROUND, JUMPQUEUE):
@@ -305,9 +313,17 @@ def seconds(value: float | None) -> str:
 def overload_tables(runs: list[Overload], spike: float, after: float) -> list[str]:
     lines = [
         f"During the spike ({spike:g} s):\n",
-        "| server, 8 threads x 200 ms | req/s | x 40/s | non-2xx | first 503 at | Retry-After "
-        "| RSS MiB at half the spike | at its end | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "server, 8 threads x 200 ms",
+            "req/s",
+            "x 40/s",
+            "non-2xx",
+            "first 503 at",
+            "Retry-After",
+            "RSS MiB at half the spike",
+            "at its end",
+            "peak RSS MiB",
+        ),
     ]
     lines.extend(
         f"| {run.work} | {run.spike.rate:,.0f} | {run.spike.rate / CAPACITY:.0f} "
@@ -319,10 +335,17 @@ def overload_tables(runs: list[Overload], spike: float, after: float) -> list[st
         f"\nAfter it (a probe request every {TICK:g} s, for up to {after:g} s, until the call "
         "of the first one answered 2xx has started and a probe is answered 2xx); waits as of "
         "the end:\n",
-        "| server | calls started | max / p99 wait to start, s | oldest still waiting, s "
-        "| still waiting | ≈ s to start them | first 2xx | its call started "
-        "| probes refused (last at) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "server",
+            "calls started",
+            "max / p99 wait to start, s",
+            "oldest still waiting, s",
+            "still waiting",
+            "≈ s to start them",
+            "first 2xx",
+            "its call started",
+            "probes refused (last at)",
+        ),
     ]
     for run in runs:
         last, probed = run.last, run.after
@@ -382,18 +405,10 @@ def main() -> int:
     args = parser.parse_args()
     connections = [int(x) for x in args.connections.split(",")]
     pinned, client_cpu, server_cpu = cpu_split()
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
     started, load_before = time.monotonic(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
-        if use_wrk:
-            script = logs / "summary.lua"
-            script.write_text(WRK_SCRIPT)
-            load, client = wrk(client_cpu, script), "wrk -t1"
-        else:
-            if pinned:
-                os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-            load, client = python_client, "the asyncio client of this script"
+        load, generator = client(args.client, client_cpu, logs)
         results = ordinary_load(
             load,
             cpu=server_cpu,
@@ -414,7 +429,7 @@ def main() -> int:
 
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("starlette", "uvicorn"))
     print(
-        f"\n{os.cpu_count()} cores; load from {client}, servers pinned apart: {pinned}; "
+        f"\n{os.cpu_count()} cores; load from {generator}, servers pinned apart: {pinned}; "
         f"closed loop, keep-alive; one uvicorn worker per server; Python "
         f"{sys.version.split()[0]}, {versions}; load average {load_before:.1f} before, "
         f"{load_after:.1f} after.\n"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from _load import median_range
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -48,11 +49,6 @@ def setup(directory: Path) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
-
-
-def spread(samples: list[float]) -> tuple[float, float, float]:
-    """Median, lowest and highest."""
-    return statistics.median(samples), min(samples), max(samples)
 
 
 def enqueue_cost(
@@ -89,7 +85,7 @@ def enqueue_cost(
         start = time.perf_counter()
         run(calls)
         samples.append((time.perf_counter() - start) / calls * 1e6)
-    return spread(samples)
+    return median_range(samples)
 
 
 def latency(backend: str, samples: int) -> tuple[float, float, float]:
@@ -105,7 +101,7 @@ def latency(backend: str, samples: int) -> tuple[float, float, float]:
             time.sleep(0.001)  # another process's row, or the pool's thread: poll its result
             result.refresh()
         measured.append((result.return_value - enqueued) * 1e3)
-    return spread(measured[1:])  # the first one warms up
+    return median_range(measured[1:])  # the first one warms up
 
 
 @contextlib.contextmanager

@@ -33,15 +33,13 @@ import multiprocessing
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 
+from _load import callgrind, spread
 from _load import tree_cpu as process_tree_cpu
 
 import jumpqueue
@@ -216,14 +214,8 @@ def compare(pair: str, calls: int, rounds: int) -> list[tuple[str, Samples, Samp
     return [(ours_name, ours_samples, theirs_samples), (their_name, theirs_samples, None)]
 
 
-def spread(values: list[float], digits: int = 1) -> str:
-    """The median and (range) of `values`."""
-    low, mid, high = min(values), statistics.median(values), max(values)
-    return f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
-
-
 def ratios(ours: list[float], theirs: list[float]) -> str:
-    return spread([a / b for a, b in zip(ours, theirs, strict=True)], 2)
+    return spread([a / b for a, b in zip(ours, theirs, strict=True)], ".2f")
 
 
 def end_to_end_table(calls: int, rounds: int) -> list[str]:
@@ -253,28 +245,8 @@ def run_alone(case: str, calls: int) -> None:
         peer.stop()
 
 
-def instructions(case: str, calls: int, tmp: Path) -> int:
-    out = tmp / f"{case}-{calls}.out"
-    subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            __file__,
-            "--only",
-            case,
-            "--calls",
-            str(calls),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=900,
-    )
-    for line in out.read_text().splitlines():
-        if line.startswith(("totals:", "summary:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"no instruction count in {out}")
+def instructions(case: str, calls: int) -> int:
+    return callgrind([__file__, "--only", case, "--calls", str(calls)])
 
 
 def instructions_table(calls: int) -> list[str]:
@@ -283,18 +255,14 @@ def instructions_table(calls: int) -> list[str]:
         "| no-op call, end to end, under callgrind | instructions/call | x peer |",
         "|---|---:|---:|",
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        for pair, names in NAMES.items():
-            counts = [
-                (
-                    instructions(f"{pair}-{side}", 2 * calls, Path(tmp))
-                    - instructions(f"{pair}-{side}", calls, Path(tmp))
-                )
-                / calls
-                for side in ("ours", "peer")
-            ]
-            for name, count in zip(names, counts, strict=True):
-                lines.append(f"| {name} | {count:,.0f} | {count / counts[1]:.2f} |")
+    for pair, names in NAMES.items():
+        counts = [
+            (instructions(f"{pair}-{side}", 2 * calls) - instructions(f"{pair}-{side}", calls))
+            / calls
+            for side in ("ours", "peer")
+        ]
+        for name, count in zip(names, counts, strict=True):
+            lines.append(f"| {name} | {count:,.0f} | {count / counts[1]:.2f} |")
     return lines
 
 

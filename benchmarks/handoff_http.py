@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from _load import (
-    WRK_SCRIPT,
     Load,
     cpu_split,
     free_port,
@@ -241,9 +240,8 @@ def main() -> None:
             endpoints.append(Endpoint("celery direct", label, RABBITMQ_URL))
             endpoints.append(Endpoint("jumpqueue celery", "jumpqueue.defer → Celery", RABBITMQ_URL))
         if shutil.which("wrk"):
-            script = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "report.lua"
-            script.write_text(WRK_SCRIPT)
-            generate = wrk(client_cpu, script)
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            generate = wrk(client_cpu, folder)
             client = "wrk"
         else:
             generate = python_client

@@ -40,7 +40,6 @@ import dataclasses
 import gc
 import io
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -53,17 +52,17 @@ from typing import Any
 
 from _load import (
     APPS,
-    WRK_SCRIPT,
     Endpoint,
     Generator,
     Load,
+    client,
     cpu_split,
     get_json,
-    python_client,
     serve,
+    spread,
+    table_head,
     tree_cpu,
     uvicorn,
-    wrk,
 )
 
 TASK_SECONDS = 0.2
@@ -197,12 +196,6 @@ def peer_of(endpoint: Endpoint, work: str) -> Endpoint:
     return next(e for e in ENDPOINTS if e.server == endpoint.server and e.work == work)
 
 
-def spread(values: list[float], digits: int = 1, fmt: str = ",") -> str:
-    """The median and (range) of `values`."""
-    low, mid, high = min(values), statistics.median(values), max(values)
-    return f"{mid:{fmt}.{digits}f} ({low:{fmt}.{digits}f}-{high:{fmt}.{digits}f})"
-
-
 def ratios(
     results: Results, endpoint: Endpoint, peer: Endpoint, count: int, field: str
 ) -> list[float]:
@@ -217,9 +210,20 @@ def _field(measured: Measured, field: str) -> float:
 
 def latency_table(results: Results, connections: list[int]) -> list[str]:
     lines = [
-        "| server | work after the response | conns | req/s | p50 ms | p99 ms | req/s x no task "
-        "| p99 x no task | server CPU µs/req | CPU x no task | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "server",
+            "work after the response",
+            "conns",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "req/s x no task",
+            "p99 x no task",
+            "server CPU µs/req",
+            "CPU x no task",
+            "errors",
+            text=2,
+        ),
     ]
     for endpoint in ENDPOINTS:
         base = peer_of(endpoint, NO_TASK)
@@ -229,13 +233,13 @@ def latency_table(results: Results, connections: list[int]) -> list[str]:
             bound = "≥ " if min(x.load.requests for x in runs) < count else ""
             lines.append(
                 f"| {endpoint.server} | {endpoint.work} | {count} "
-                f"| {spread([x.load.rate for x in runs], 0)} "
+                f"| {spread([x.load.rate for x in runs], ',.0f')} "
                 f"| {statistics.median(x.load.p50 for x in runs):,.1f} "
-                f"| {bound}{spread([x.load.p99 for x in runs])} "
-                f"| {spread(ratios(results, endpoint, base, count, 'rate'), 2)} "
-                f"| {bound}{spread(ratios(results, endpoint, base, count, 'p99'), 2)} "
-                f"| {spread([x.cpu_per_request for x in runs], 0)} "
-                f"| {spread(ratios(results, endpoint, base, count, 'cpu'), 2)} "
+                f"| {bound}{spread([x.load.p99 for x in runs], ',.1f')} "
+                f"| {spread(ratios(results, endpoint, base, count, 'rate'), ',.2f')} "
+                f"| {bound}{spread(ratios(results, endpoint, base, count, 'p99'), ',.2f')} "
+                f"| {spread([x.cpu_per_request for x in runs], ',.0f')} "
+                f"| {spread(ratios(results, endpoint, base, count, 'cpu'), ',.2f')} "
                 f"| {sum(x.load.errors for x in runs)} |"
             )
     return lines
@@ -243,8 +247,14 @@ def latency_table(results: Results, connections: list[int]) -> list[str]:
 
 def throughput_table(pools: list[PoolRun]) -> list[str]:
     return [
-        "| jumpqueue pool | ideal tasks/s | completed tasks/s | x ideal | offered req/s | shed |",
-        "|---|---:|---:|---:|---:|---:|",
+        *table_head(
+            "jumpqueue pool",
+            "ideal tasks/s",
+            "completed tasks/s",
+            "x ideal",
+            "offered req/s",
+            "shed",
+        ),
         *(
             f"| {pool.name} | {pool.ideal:.0f} | {pool.done:.1f} | {pool.done / pool.ideal:.3f} "
             f"| {pool.offered:,.0f} | {pool.shed:,} |"
@@ -425,16 +435,22 @@ def in_process_table(rounds: int) -> list[str]:
             requests(IN_PROCESS_REQUESTS)
             samples[case].append((time.process_time() - start) / IN_PROCESS_REQUESTS * 1e6)
     lines = [
-        "| app, in process | work after the response | CPU µs/req | + µs over no task "
-        "| CPU x no task |",
-        "|---|---|---:|---:|---:|",
+        *table_head(
+            "app, in process",
+            "work after the response",
+            "CPU µs/req",
+            "+ µs over no task",
+            "CPU x no task",
+            text=2,
+        ),
     ]
     for (framework, work), values in samples.items():
         base = samples[framework, NO_TASK]
         extra = [a - b for a, b in zip(values, base, strict=True)]
         ratio = [a / b for a, b in zip(values, base, strict=True)]
         lines.append(
-            f"| {framework} | {work} | {spread(values)} | {spread(extra)} | {spread(ratio, 2)} |"
+            f"| {framework} | {work} | {spread(values, ',.1f')} | {spread(extra, ',.1f')} "
+            f"| {spread(ratio, ',.2f')} |"
         )
     return lines
 
@@ -457,17 +473,9 @@ def main() -> int:
         return 0
     connections = [int(x) for x in args.connections.split(",")]
     pinned, client_cpu, server_cpu = cpu_split()
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
     started, load_before = time.monotonic(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        if use_wrk:
-            script = Path(tmp) / "summary.lua"
-            script.write_text(WRK_SCRIPT)
-            load, client = wrk(client_cpu, script), "wrk -t1"
-        else:
-            if pinned:
-                os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-            load, client = python_client, "the asyncio client of this script"
+        load, generator = client(args.client, client_cpu, Path(tmp))
         servers = {
             endpoint: stack.enter_context(serve(endpoint, server_cpu, Path(tmp) / f"{i}.log"))
             for i, endpoint in enumerate((*ENDPOINTS, THROUGHPUT))
@@ -496,7 +504,7 @@ def main() -> int:
         f"{p} {metadata.version(p)}" for p in ("starlette", "uvicorn", "flask", "gunicorn")
     )
     print(
-        f"\n{os.cpu_count()} cores; load from {client}, servers pinned apart: {pinned}; "
+        f"\n{os.cpu_count()} cores; load from {generator}, servers pinned apart: {pinned}; "
         f"closed loop, keep-alive; {args.rounds} interleaved rounds of {args.seconds:g} s per "
         f"endpoint and connection count, medians (range) over rounds; Python "
         f"{sys.version.split()[0]}, {versions}; load average "

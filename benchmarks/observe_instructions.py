@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from _load import callgrind
 
 WARM_UP = 200
 MODES = {
@@ -83,32 +81,11 @@ def child(mode: str, calls: int) -> None:
 
 def instructions(mode: str, calls: int, pythonpath: str | None) -> int:
     """Instructions callgrind counts for a child that runs `calls` calls."""
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "callgrind.out"
-        # A fixed hash seed: with a random one, dict and set work differs from run to run.
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        if pythonpath is not None:
-            env["PYTHONPATH"] = pythonpath
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                __file__,
-                "--child",
-                mode,
-                "--calls",
-                str(calls),
-            ],
-            check=True,
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
-        summary = re.search(r"^summary:\s+(\d+)", out.read_text(), re.MULTILINE)
-        if summary is None:
-            raise RuntimeError("no summary line in callgrind's output")
-        return int(summary.group(1))
+    # A fixed hash seed: with a random one, dict and set work differs from run to run.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    return callgrind([__file__, "--child", mode, "--calls", str(calls)], env)
 
 
 def per_call(mode: str, calls: int, pythonpath: str | None = None) -> float:

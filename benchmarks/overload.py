@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _load import percentile
+
 import jumpqueue
 from jumpqueue.integration import RequestScope
 
@@ -52,13 +54,6 @@ def work(request: int) -> None:
     with _started_lock:
         _started[request] = time.monotonic()
     time.sleep(TASK_SECONDS)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _arrivals(rate: float, spike: float) -> list[float]:
@@ -134,11 +129,11 @@ def run_policy(policy: str, arrivals: list[float], journal: Path) -> dict[str, f
     late = [_started[i] - (start + arrivals[i]) for i in _started]
     total = len(arrivals)
     return {
-        "p50 ms": 1000 * _percentile(latencies, 0.5),
-        "p99 ms": 1000 * _percentile(latencies, 0.99),
+        "p50 ms": 1000 * percentile(latencies, 0.5),
+        "p99 ms": 1000 * percentile(latencies, 0.99),
         "lost %": 100 * (refused + dropped) / total,
         "ran %": 100 * len(_started) / total,
-        "start p99 s": _percentile(late, 0.99),
+        "start p99 s": percentile(late, 0.99),
     }
 
 

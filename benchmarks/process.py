@@ -3,7 +3,8 @@
     python benchmarks/process.py [--workers 2] [--calls 2000] [--cpu-calls 100] [--rounds 7]
 
 Each pool has the same number of worker processes, started by forkserver and
-warmed up before measuring. A round submits all its calls, then waits for all
+warmed up before measuring; jumpqueue's run at `process_priority="normal"`, as
+the others' do. A round submits all its calls, then waits for all
 of them; the figure is the median over rounds of wall time per call, in
 microseconds. `no-op` measures the overhead of a call; `10 ms CPU` measures
 throughput (ideal: 10,000 / workers µs per call). pebble is skipped if it is
@@ -59,9 +60,15 @@ def per_call(
 
 
 def jumpqueue_runner(workers: int, calls: int) -> tuple[Runner, Callable[[], None]]:
-    runtime = jumpqueue.Runtime(
-        jumpqueue.Config(max_processes=workers, max_pending=calls + 100, start_method="forkserver")
+    # At the server's own priority, as ProcessPoolExecutor's and pebble's workers are: a fair
+    # comparison (the default, "idle", would give the children only what no one else wants).
+    config = jumpqueue.Config(
+        max_processes=workers,
+        max_pending=calls + 100,
+        start_method="forkserver",
+        process_priority="normal",
     )
+    runtime = jumpqueue.Runtime(config)
     tasks = {fn: jumpqueue.task(executor="process")(fn) for fn in (noop, spin)}
 
     def run(fn: Callable[[], None], n: int) -> None:
