@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _observe
 from .._choices import SHED_POLICIES, ShedPolicy
-from .._deferred import Deferred, Holder, Status, is_live
+from .._deferred import LIVE, Deferred, Holder, Status
 
 if TYPE_CHECKING:
     from .._journal import Journal
@@ -146,6 +146,9 @@ class Ledger:
             self.held += 1
             deferred._holder = holder
             deferred._status = Status.HELD
+        elif deferred.start_at is None:
+            self.pending += 1  # the common case: pending at once
+            self._wait_locked(deferred)
         else:
             self._enter_waiting_locked(deferred)
 
@@ -399,7 +402,7 @@ class Ledger:
         self, deferred: Deferred[Any], status: Status, result: Any, error: BaseException | None
     ) -> bool:
         # False if the call was final already: whoever settled it first decided.
-        if not is_live(deferred._status):
+        if deferred._status not in LIVE:
             return False
         self._move_locked(deferred, status)
         if status is Status.JOURNALED:
