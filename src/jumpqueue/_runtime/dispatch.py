@@ -126,7 +126,9 @@ class Dispatcher:
             # A call that fell back and started here retries here.
             self.backend.submit(Attempt(deferred, 1))
             return
-        self.executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
+        name = deferred.executor
+        executor = self.executors.get(name) or self.executor(name)
+        executor.submit(Attempt(deferred, deferred.attempts + 1))
 
     def dispatch_when_due(self, deferred: Deferred[Any]) -> None:
         """`dispatch()` a pending call now, a scheduled one when its time has come."""

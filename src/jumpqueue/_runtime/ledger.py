@@ -153,7 +153,10 @@ class Ledger:
             self._enter_waiting_locked(deferred)
 
     def shed_locked(self, deferred: Deferred[Any], policy: ShedPolicy) -> None:
-        """Count a call the full backlog shed; it never entered it."""
+        """Count a call the full backlog shed; it never entered it.
+
+        The caller wakes the call's waiters (`Deferred._notify`) once the lock is released.
+        """
         self.counters.submitted += 1
         self.counters.shed[policy] += 1
         if _observe.observers:
@@ -178,6 +181,7 @@ class Ledger:
                 if _observe.observers:
                     _observe.shed(deferred._observed_call(), "reject")
                 deferred._resolve(Status.SHED, None, None)
+        deferred._notify()
 
     def adopt(self, deferred: Deferred[Any]) -> bool:
         """Accept a call taken up from the journal, past the bound; False once closing.
@@ -240,10 +244,12 @@ class Ledger:
             if deferred._status is not Status.HELD:
                 return None
             if run and not stopped:
-                if self._due_later(deferred):
+                if deferred.start_at is not None and self._due_later(deferred):
                     self._move_locked(deferred, Status.SCHEDULED)
                     return Status.SCHEDULED
-                self._move_locked(deferred, Status.PENDING)
+                self.held -= 1
+                self.pending += 1
+                deferred._status = Status.PENDING
                 self._wait_locked(deferred)
                 return Status.PENDING
             status = Status.SKIPPED if not run else Status.ABANDONED

@@ -49,9 +49,11 @@ class Attempt:
     def call(self) -> Any:
         """Run the call to completion in the current thread, in its own context."""
         deferred = self.deferred
-        context = deferred.context.copy() if deferred.context is not None else None
+        context = deferred.context
         if context is None:  # the call was settled meanwhile (abandoned at shutdown)
             return None
+        if deferred.options.retries:
+            context = context.copy()  # each attempt starts from the call's own context
         return context.run(self._call_around)
 
     def _call_around(self) -> Any:
