@@ -60,14 +60,13 @@ class Status(str, enum.Enum):
         return not is_live(self)
 
 
+#: The statuses of a call that is not final yet (a set lookup, in C: statuses hash as str).
+LIVE = frozenset((Status.HELD, Status.SCHEDULED, Status.PENDING, Status.RUNNING))
+
+
 def is_live(status: Status) -> bool:
-    """True while a call is held, scheduled, pending or running (identity tests: fast)."""
-    return (
-        status is Status.PENDING
-        or status is Status.RUNNING
-        or status is Status.HELD
-        or status is Status.SCHEDULED
-    )
+    """True while a call is held, scheduled, pending or running."""
+    return status in LIVE
 
 
 _NOT_RUN = (Status.SHED, Status.SKIPPED, Status.ABANDONED, Status.JOURNALED)
@@ -167,7 +166,9 @@ class Deferred(Generic[R]):
         self.attempts = 0
         self.enqueued_at = time.time()
         self.started_at = self.attempted_at = self.finished_at = 0.0
-        self.start_at: float | None = options.start_at()
+        self.start_at: float | None = (
+            None if options.delay is None and options.run_after is None else options.start_at()
+        )
         #: Who ran each attempt ("host:pid"), and how each failed attempt failed.
         self.worker_ids: tuple[str, ...] = ()
         self._failures: tuple[tuple[str, str], ...] = ()
@@ -192,7 +193,7 @@ class Deferred(Generic[R]):
 
     def done(self) -> bool:
         """True once the call has reached a final status."""
-        return not is_live(self._status)
+        return self._status not in LIVE
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the call is final or `timeout` seconds pass; True if final.

@@ -82,6 +82,7 @@ class Admission:
             why, retry_after = self._why_full_locked(refused=refused)
         finally:
             lock.release()
+        deferred._notify()  # a signal handler's call may have a waiter already (see _reentry)
         self._shed_log.warning(
             "jumpqueue: %s: %s call %s [%s]",
             why,

@@ -58,6 +58,10 @@ class Dispatcher:
         self.retry_later: RetryLater = self._scheduler.call_later
         self.journal: Journal | None = None
         self._slow_threshold = config.slow_call_threshold
+        # No attempt needs a timer unless its task sets a timeout.
+        self._untimed = config.task_timeout is None and config.slow_call_threshold is None
+        # Who runs an attempt in this process (a forked child builds its runtime anew).
+        self._worker_id = worker_id()
         #: The slow-call log's timer of each running attempt (when `slow_call_threshold` is set).
         self._slow_timers: dict[Attempt, Timer] = {}
         self._delays = Delays(ledger, self._scheduler, self.dispatch)
@@ -122,7 +126,9 @@ class Dispatcher:
             # A call that fell back and started here retries here.
             self.backend.submit(Attempt(deferred, 1))
             return
-        self.executor(deferred.executor).submit(Attempt(deferred, deferred.attempts + 1))
+        name = deferred.executor
+        executor = self.executors.get(name) or self.executor(name)
+        executor.submit(Attempt(deferred, deferred.attempts + 1))
 
     def dispatch_when_due(self, deferred: Deferred[Any]) -> None:
         """`dispatch()` a pending call now, a scheduled one when its time has come."""
@@ -184,12 +190,7 @@ class Dispatcher:
         """An attempt begins; False means it was settled meanwhile: skip it."""
         if not self._begin(attempt):
             return False
-        config = self._config
-        if (
-            attempt.deferred.options.timeout is None
-            and config.task_timeout is None
-            and config.slow_call_threshold is None
-        ):
+        if attempt.deferred.options.timeout is None and self._untimed:
             return True  # the common case: no timer to set
         timeout = self._timeout(attempt.deferred)
         if timeout is not None:
@@ -210,7 +211,8 @@ class Dispatcher:
         if not deferred.started_at:
             deferred.started_at = now
         # A child process's pid, else this process's.
-        deferred.worker_ids += (worker_id(getattr(attempt.worker, "pid", None)),)
+        pid = getattr(attempt.worker, "pid", None)
+        deferred.worker_ids += (self._worker_id if pid is None else worker_id(pid),)
         if deferred._record is not None and self.journal is not None:
             self.journal.started(deferred)
         if _observe.observers:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _observe
 from .._choices import SHED_POLICIES, ShedPolicy
-from .._deferred import Deferred, Holder, Status, is_live
+from .._deferred import LIVE, Deferred, Holder, Status
 
 if TYPE_CHECKING:
     from .._journal import Journal
@@ -157,11 +157,17 @@ class Ledger:
             self.held += 1
             deferred._holder = holder
             deferred._status = Status.HELD
+        elif deferred.start_at is None:
+            self.pending += 1  # the common case: pending at once
+            self._wait_locked(deferred)
         else:
             self._enter_waiting_locked(deferred)
 
     def shed_locked(self, deferred: Deferred[Any], policy: ShedPolicy) -> None:
-        """Count a call the full backlog shed; it never entered it."""
+        """Count a call the full backlog shed; it never entered it.
+
+        The caller wakes the call's waiters (`Deferred._notify`) once the lock is released.
+        """
         self.counters.submitted += 1
         self.counters.shed[policy] += 1
         if _observe.observers:
@@ -186,6 +192,7 @@ class Ledger:
                 if _observe.observers:
                     _observe.shed(deferred._observed_call(), "reject")
                 deferred._resolve(Status.SHED, None, None)
+        deferred._notify()
 
     def adopt(self, deferred: Deferred[Any]) -> bool:
         """Accept a call taken up from the journal, past the bound; False once closing.
@@ -248,10 +255,12 @@ class Ledger:
             if deferred._status is not Status.HELD:
                 return None
             if run and not stopped:
-                if self._due_later(deferred):
+                if deferred.start_at is not None and self._due_later(deferred):
                     self._move_locked(deferred, Status.SCHEDULED)
                     return Status.SCHEDULED
-                self._move_locked(deferred, Status.PENDING)
+                self.held -= 1
+                self.pending += 1
+                deferred._status = Status.PENDING
                 self._wait_locked(deferred)
                 return Status.PENDING
             status = Status.SKIPPED if not run else Status.ABANDONED
@@ -414,7 +423,7 @@ class Ledger:
         self, deferred: Deferred[Any], status: Status, result: Any, error: BaseException | None
     ) -> bool:
         # False if the call was final already: whoever settled it first decided.
-        if not is_live(deferred._status):
+        if deferred._status not in LIVE:
             return False
         self._move_locked(deferred, status)
         if status is Status.JOURNALED:

@@ -167,22 +167,8 @@ class Runtime:
         """Run `fn(*args, **kwargs)` later; see `jumpqueue.defer`."""
         if self._ledger.closing:  # before any executor is made for a call refused anyway
             raise RuntimeClosedError(f"the runtime is shut down; {shown(fn)} not accepted")
-        if isinstance(fn, Task):
-            function, options, name = fn.fn, fn.task_options, fn.name
-        else:
-            function, options, name = fn, DEFAULT_OPTIONS, None
-        info = callable_info(function)  # checks a callable it has not seen
-        check_arguments(info, args, kwargs)
-        executor_name = info.executor if options.executor is None else executor_for(options, info)
-        loop = running_loop() if executor_name == "async" else None
         scope = current_scope.get()
-        context = contextvars.copy_context()
-        if scope is not None:
-            # The call runs after its request: none of the request's state goes with it.
-            context.run(forget_request)
-        deferred: Deferred[Any] = Deferred(
-            name or info.name, function, args, kwargs, options, executor_name, context, loop
-        )
+        deferred = self._handle(fn, args, kwargs, scope)
         holder = scope if scope is not None and not scope.released else None
         executor = self._executor_for(deferred)
         if executor is None:  # a signal handler's call, on top of the runtime making one
@@ -211,8 +197,34 @@ class Runtime:
             self._place(verdict, deferred, holder, executor, journal)
         return deferred
 
+    def _handle(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        scope: RequestScope | None,
+    ) -> Deferred[Any]:
+        # The checked call's handle, in a copy of the caller's context (minus its request's).
+        if isinstance(fn, Task):
+            function, options, name = fn.fn, fn.task_options, fn.name
+        else:
+            function, options, name = fn, DEFAULT_OPTIONS, None
+        info = callable_info(function)  # checks a callable it has not seen
+        check_arguments(info, args, kwargs)
+        executor_name = info.executor if options.executor is None else executor_for(options, info)
+        loop = running_loop() if executor_name == "async" else None
+        context = contextvars.copy_context()
+        if scope is not None:
+            # The call runs after its request: none of the request's state goes with it.
+            context.run(forget_request)
+        deferred: Deferred[Any] = Deferred(
+            name or info.name, function, args, kwargs, options, executor_name, context, loop
+        )
+        if _observe.observers:  # in the caller's context: a producer span is its child
+            self._observe_deferred(deferred)
+        return deferred
+
     def _observe_deferred(self, deferred: Deferred[Any]) -> None:
-        # In the caller's context: a producer span is the current request's child.
         backend = self._dispatcher.backend
         destination = (
             deferred.executor if backend is None else getattr(backend, "destination", backend.name)
@@ -277,17 +289,11 @@ class Runtime:
                 error,
             )
             self._ledger.refused(deferred, status, error)
-        # `defer()` returned the handle before this ran, so a caller may be waiting on it
-        # already: a call that ended here (shed, spilled) wakes it, as a call that ran does.
-        if deferred.status.final:
-            deferred._notify()
 
     def _executor_for(self, deferred: Deferred[Any]) -> Executor | None:
         # Where the call's first attempt goes, once it has checked the call; None when a
         # signal handler's call must not wait for the executor being made under it.
         dispatcher = self._dispatcher
-        if _observe.observers and deferred._observed is None:
-            self._observe_deferred(deferred)
         name = deferred.executor
         executor = dispatcher.executors.get(name) or dispatcher.executor_unless_reentered(name)
         if executor is None:

@@ -16,12 +16,9 @@ if TYPE_CHECKING:
     from .._scheduler import Timer
 
 
-def running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running in this thread, or None."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+#: The event loop running in this thread, or None: asyncio's own, in C, with no exception
+#: raised where no loop runs (`get_running_loop()` raises one, which costs).
+running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
 
 
 def call_to_completion(
@@ -52,9 +49,11 @@ class Attempt:
     def call(self) -> Any:
         """Run the call to completion in the current thread, in its own context."""
         deferred = self.deferred
-        context = deferred.context.copy() if deferred.context is not None else None
+        context = deferred.context
         if context is None:  # the call was settled meanwhile (abandoned at shutdown)
             return None
+        if deferred.options.retries:
+            context = context.copy()  # each attempt starts from the call's own context
         return context.run(self._call_around)
 
     def _call_around(self) -> Any:

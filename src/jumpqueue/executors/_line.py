@@ -22,21 +22,24 @@ class WaitingLine:
     waits, and until the heap is empty again.
     """
 
-    __slots__ = ("_fifo", "_heap", "_order")
+    __slots__ = ("_fifo", "_heap", "_order", "size")
 
     def __init__(self) -> None:
         self._fifo: collections.deque[Attempt] = collections.deque()
         self._heap: list[tuple[int, int, Attempt]] = []
         self._order = itertools.count()
+        #: Attempts waiting (an attribute: executors read it on every submit and release).
+        self.size = 0
 
     def __len__(self) -> int:
-        return len(self._fifo) + len(self._heap)
+        return self.size
 
     def __bool__(self) -> bool:
-        return bool(self._fifo) or bool(self._heap)
+        return self.size > 0
 
     def append(self, attempt: Attempt, *, came_first: bool = False) -> None:
         """Add an attempt; `came_first`: it came before every attempt in the line now."""
+        self.size += 1
         priority = attempt.deferred.options.priority
         heap = self._heap
         if priority == 0 and not heap and not came_first:
@@ -53,11 +56,12 @@ class WaitingLine:
         Raises:
             IndexError: the line is empty.
         """
-        if self._heap:
-            return heapq.heappop(self._heap)[2]
-        return self._fifo.popleft()
+        attempt = heapq.heappop(self._heap)[2] if self._heap else self._fifo.popleft()
+        self.size -= 1
+        return attempt
 
     def clear(self) -> None:
         """Forget every waiting attempt."""
         self._fifo.clear()
         self._heap.clear()
+        self.size = 0

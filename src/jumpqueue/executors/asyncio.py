@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from .._reentry import hand_over, take
 from .._results import running_call
+from .._scope import around_calls
 from .._threads import daemon_thread
 from ._base import running_loop
 from ._line import WaitingLine
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-
     from .._config import Config
     from .._deferred import Deferred
     from ._base import Attempt, ExecutorHost
@@ -90,11 +89,27 @@ class AsyncExecutor:
             hand_over(self.submit, attempt)  # a signal handler's, on top of our code
             return
         try:
-            self._waiting.append(attempt)
-            ready = self._take_ready()
+            loop = attempt.deferred.loop
+            if (
+                loop is not None
+                and loop is running_loop()
+                and len(self._slots) < self._limit
+                and not self._waiting.size
+                and not self._closed
+                and loop not in self._closing_loops
+            ):
+                # The common case, on the caller's own loop with a slot free: it starts now.
+                self._slots[attempt] = None
+                ready = None
+            else:
+                self._waiting.append(attempt)
+                ready = self._take_ready()
         finally:
             lock.release()
-        self._start_all(ready)
+        if ready is None:
+            self._start(attempt)
+        else:
+            self._start_all(ready)
 
     def expire(self, attempt: Attempt) -> None:
         """Cancel the attempt's task and give its slot to the next one at once."""
@@ -123,7 +138,7 @@ class AsyncExecutor:
     def _take_ready(self) -> list[Attempt]:
         # Called with the lock held: reserve slots for as many waiting attempts as fit.
         ready = []
-        while self._waiting and len(self._slots) < self._limit and not self._closed:
+        while self._waiting.size and len(self._slots) < self._limit and not self._closed:
             attempt = self._waiting.popleft()
             self._slots[attempt] = None
             ready.append(attempt)
@@ -210,16 +225,17 @@ class AsyncExecutor:
         # On our own loop's thread, nothing a call raises may end the loop.
         background = self._background
         own_loop = background is not None and background.loop is loop
-        context = context.copy()
-        context.run(running_call.set, (deferred.id, attempt.number))
-        task = _CallTask.made(
-            _outcome(attempt, contain_exits=own_loop),
-            f"{deferred.name} [{deferred.id}]",
-            loop,
-            context,
-        )
+        if deferred.options.retries:
+            context = context.copy()  # each attempt starts from the call's own context
+        coroutine = _outcome(attempt, contain_exits=own_loop)
+        # Asyncio's own constructor, not an override: a Python frame per call costs.
+        if _TASK_TAKES_CONTEXT:
+            task = _CallTask(coroutine, loop=loop, context=context)  # type: ignore[call-arg,unused-ignore]
+        else:
+            task = context.run(_CallTask, coroutine, loop=loop)
         task.attempt = attempt
-        task.loop_closing = self._loop_closing
+        task.executor = self
+        task.stopping = False
         with self._lock:
             self._tasks.add(task)
             expired = attempt not in self._slots  # timed out before its task existed
@@ -278,7 +294,7 @@ class AsyncExecutor:
             if task is not None:
                 self._tasks.discard(task)
             self._slots.pop(attempt, None)
-            ready = self._take_ready() if self._waiting else None
+            ready = self._take_ready() if self._waiting.size else None
         if ready:
             self._start_all(ready)
 
@@ -291,28 +307,17 @@ class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
     application) go through, and so do the executor's own (`stop()`).
     """
 
-    __slots__ = ("attempt", "loop_closing", "stopping")
+    __slots__ = ("attempt", "executor", "stopping")
 
     attempt: Attempt
-    #: Called, on the closing loop, when what closes it cancels the task.
-    loop_closing: Callable[[_CallTask], None]
+    #: Told, on the closing loop, when what closes it cancels the task.
+    executor: AsyncExecutor
+    stopping: bool
 
-    @classmethod
-    def made(
-        cls,
-        coroutine: Coroutine[Any, Any, tuple[Any, BaseException | None]],
-        name: str,
-        loop: asyncio.AbstractEventLoop,
-        context: contextvars.Context,
-    ) -> _CallTask:
-        """A task running `coroutine` in `context` (which it keeps) on `loop`."""
-        # Asyncio's own __init__, not an override: a Python frame per call costs.
-        if _TASK_TAKES_CONTEXT:
-            task = cls(coroutine, loop=loop, name=name, context=context)  # type: ignore[call-arg,unused-ignore]
-        else:
-            task = context.run(cls, coroutine, loop=loop, name=name)
-        task.stopping = False
-        return task
+    def get_name(self) -> str:
+        """The call's name and id (made when asked: most tasks are never named)."""
+        deferred = self.attempt.deferred
+        return f"{deferred.name} [{deferred.id}]"
 
     def stop(self) -> None:
         """Cancel the task for the executor: a timeout, a shutdown, a closing loop's deadline."""
@@ -323,7 +328,7 @@ class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
         """Cancel, unless the loop is closing: then the call runs to its end (or its deadline)."""
         if self.stopping or self.done() or self.get_loop().is_running():
             return super().cancel(msg)
-        self.loop_closing(self)
+        self.executor._loop_closing(self)
         return False
 
 
@@ -332,8 +337,12 @@ async def _outcome(attempt: Attempt, *, contain_exits: bool) -> tuple[Any, BaseE
     # A SystemExit that a task raises stops its loop (asyncio re-raises it from the step):
     # on the application's loop it may be the thread's own (a signal handler's), so it goes
     # on; on ours it is the call's.
+    deferred = attempt.deferred
+    running_call.set((deferred.id, attempt.number))  # in the attempt's own context
     try:
-        return await attempt.coroutine(), None
+        if around_calls.get():
+            return await attempt.coroutine(), None
+        return await deferred.fn(*deferred.args, **deferred.kwargs), None
     except Exception as error:  # noqa: BLE001 -- reported to the runtime, which logs it
         return None, error
     except asyncio.CancelledError:

@@ -67,7 +67,7 @@ class ThreadExecutor:
 
     def submit(self, attempt: Attempt) -> None:
         """Queue the attempt; start a thread if none is idle and the pool has room."""
-        if attempt.deferred.options.priority == 0 and not self._line:
+        if attempt.deferred.options.priority == 0 and not self._line.size:
             self._queue.put(attempt)  # first come, first served: no lock
         else:
             lock = self._line_lock
@@ -184,7 +184,7 @@ class ThreadExecutor:
         # The attempt to run for one item taken from the queue: while the line holds
         # attempts, the first of the line, an attempt taken from the queue joining it
         # (ahead of the line's own: it came before them).
-        if item is not _FROM_LINE and not self._line:
+        if item is not _FROM_LINE and not self._line.size:
             return item  # type: ignore[return-value]
         with self._line_lock:
             if item is not _FROM_LINE:
