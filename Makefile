@@ -114,8 +114,15 @@ $(addprefix test-,$(PYVERSIONS)): test-%:
 	  exit 0; \
 	fi; \
 	$(MAKE) .venv-$*/.installed; \
-	echo "--- pytest on $$(.venv-$*/bin/python -V)"; \
-	.venv-$*/bin/python -m pytest
+	echo "--- pytest $(PYTEST_ARGS) on $$(.venv-$*/bin/python -V)"; \
+	.venv-$*/bin/python -m pytest $(PYTEST_ARGS)
+
+# The oldest Python's leg of `make test`: what differs from one Python to the next
+# (asyncio, multiprocessing, typing, the standard library) without the real servers
+# and brokers, whose code is the same on every Python and which the coverage leg runs.
+.PHONY: test-oldest
+test-oldest:
+	$(MAKE) test-3.10 PYTEST_ARGS="-m 'not server and not broker'"
 
 # The backend's conformance and in-process tests on Django $(DJANGO_OTHER) (seconds).
 .PHONY: test-django
@@ -125,15 +132,15 @@ test-django: $(DJANGO_VENV)/.installed
 	  tests/django_tasks/test_conformance.py tests/django_tasks/test_backend.py
 
 # Lint, types and the docs first (they fail in seconds), then the test legs side by
-# side: coverage on the newest Python, pytest on the oldest supported one, then the
-# Django Tasks backend on the other Django release. The suite mostly waits (on
-# servers, brokers, child processes), not on the CPU, so two legs on two cores take
-# little more than the longer one. Each leg's output is printed in one piece when it
-# ends. `make test-serial` runs them one after the other.
+# side: coverage on the newest Python, the oldest supported one without real servers
+# and brokers (test-oldest), then the Django Tasks backend on the other Django
+# release. Each leg's output is printed in one piece when it ends. `make
+# test-serial` runs them one after the other; `make test-all` runs everything on
+# every Python.
 test: lint typecheck docs
-	$(MAKE) -j2 --output-sync=target cov test-3.10 test-django
+	$(MAKE) -j2 --output-sync=target cov test-oldest test-django
 
-test-serial: lint typecheck docs cov test-3.10 test-django
+test-serial: lint typecheck docs cov test-oldest test-django
 
 # The documentation site (mkdocs.yml), built into site/. --strict: a broken
 # link, a missing page or a reference to a name that is not there fails.

@@ -177,6 +177,8 @@ def test_example_webhook_relay_retries_until_the_target_takes_the_event(tmp_path
     assert attempts == [event.encode()] * 3
 
 
+# Two Litestar start-ups (its suite's, the server's) and a child process, under coverage.
+@pytest.mark.timeout(90)
 def test_example_thumbnails_are_made_in_a_child_process_after_the_upload(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -187,7 +189,7 @@ def test_example_thumbnails_are_made_in_a_child_process_after_the_upload(tmp_pat
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "THUMBS_MEDIA": str(tmp_path / "suite")},
         capture_output=True,
         text=True,
-        timeout=25,
+        timeout=60,
         check=False,
     )
     assert suite.returncode == 0, suite.stdout + suite.stderr
