@@ -37,7 +37,8 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from _load import callgrind, spread
 from _load import tree_cpu as process_tree_cpu
@@ -142,6 +143,31 @@ def create_task() -> Peer:
     return Peer(lambda n: loop.run_until_complete(main(n)), loop.close)
 
 
+class _Outcome:
+    __slots__ = ("error", "result")
+
+    def __init__(self) -> None:
+        self.result: object = None
+        self.error: BaseException | None = None
+
+
+async def _kept(coroutine: Coroutine[Any, Any, object], outcome: _Outcome) -> None:
+    try:
+        outcome.result = await coroutine
+    except Exception as error:  # noqa: BLE001 -- kept, as a handle keeps it
+        outcome.error = error
+
+
+def create_task_kept() -> Peer:
+    """The least any handle in Python adds to `create_task`: an object the outcome is kept on."""
+    loop = asyncio.new_event_loop()
+
+    async def main(n: int) -> None:
+        await _settle([loop.create_task(_kept(anoop(), _Outcome())) for _ in range(n)])
+
+    return Peer(lambda n: loop.run_until_complete(main(n)), loop.close)
+
+
 def defer_processes() -> Peer:
     # At the server's own priority, as ProcessPoolExecutor's workers are: the path is measured.
     config = jumpqueue.Config(
@@ -234,10 +260,16 @@ def end_to_end_table(calls: int, rounds: int) -> list[str]:
     return lines
 
 
+#: Under callgrind only, by pair: the least any Python bookkeeping adds to the peer.
+FLOORS: dict[str, tuple[str, Callable[[], Peer]]] = {
+    "async": ("`create_task` of a coroutine that keeps its outcome on an object", create_task_kept),
+}
+
+
 def run_alone(case: str, calls: int) -> None:
     """`--only`: one side of one pair, warmed up, then `calls` calls (for callgrind)."""
     pair, side = case.rsplit("-", 1)
-    peer = PAIRS[pair][side == "peer"]()
+    peer = FLOORS[pair][1]() if side == "floor" else PAIRS[pair][side == "peer"]()
     try:
         peer.run(200)
         peer.run(calls)
@@ -245,24 +277,24 @@ def run_alone(case: str, calls: int) -> None:
         peer.stop()
 
 
-def instructions(case: str, calls: int) -> int:
-    return callgrind([__file__, "--only", case, "--calls", str(calls)])
+def instructions(case: str, calls: int) -> float:
+    """Instructions per call: the difference between runs of 2n and n calls, divided by n."""
+    run = [callgrind([__file__, "--only", case, "--calls", str(n)]) for n in (calls, 2 * calls)]
+    return (run[1] - run[0]) / calls
 
 
 def instructions_table(calls: int) -> list[str]:
-    """Instructions per call: the difference between runs of 2n and n calls, divided by n."""
+    """Each pair's instructions per call under callgrind, and the floor below a pair's target."""
     lines = [
         "| no-op call, end to end, under callgrind | instructions/call | x peer |",
         "|---|---:|---:|",
     ]
     for pair, names in NAMES.items():
-        counts = [
-            (instructions(f"{pair}-{side}", 2 * calls) - instructions(f"{pair}-{side}", calls))
-            / calls
-            for side in ("ours", "peer")
-        ]
-        for name, count in zip(names, counts, strict=True):
-            lines.append(f"| {name} | {count:,.0f} | {count / counts[1]:.2f} |")
+        ours, peer = (instructions(f"{pair}-{side}", calls) for side in ("ours", "peer"))
+        rows = [(names[0], ours), (names[1], peer)]
+        if pair in FLOORS:
+            rows.append((FLOORS[pair][0], instructions(f"{pair}-floor", calls)))
+        lines += [f"| {name} | {count:,.0f} | {count / peer:.2f} |" for name, count in rows]
     return lines
 
 

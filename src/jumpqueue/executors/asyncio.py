@@ -227,7 +227,7 @@ class AsyncExecutor:
         own_loop = background is not None and background.loop is loop
         if deferred.options.retries:
             context = context.copy()  # each attempt starts from the call's own context
-        coroutine = _outcome(attempt, contain_exits=own_loop)
+        coroutine = _outcome(self, attempt, contain_exits=own_loop)
         # Asyncio's own constructor, not an override: a Python frame per call costs.
         if _TASK_TAKES_CONTEXT:
             task = _CallTask(coroutine, loop=loop, context=context)  # type: ignore[call-arg,unused-ignore]
@@ -236,6 +236,7 @@ class AsyncExecutor:
         task.attempt = attempt
         task.executor = self
         task.stopping = False
+        task.started = False
         with self._lock:
             self._tasks.add(task)
             expired = attempt not in self._slots  # timed out before its task existed
@@ -244,7 +245,6 @@ class AsyncExecutor:
                 attempt.worker = task  # for the slow-call log
         if expired:
             task.stop()
-        task.add_done_callback(self._finished)
 
     def _loop_closing(self, task: _CallTask) -> None:
         # Runs on the closing loop, stopped: its closer runs it again until the task ends.
@@ -270,24 +270,26 @@ class AsyncExecutor:
         )
         task.stop()
 
-    def _finished(self, task: _CallTask) -> None:
+    def _finished(self, task: _CallTask, result: Any, error: BaseException | None) -> None:
+        # Told by the task's coroutine as it ends, in the call's context: no done
+        # callback, which would take another turn of the loop for each call.
         attempt = task.attempt
-        if task.cancelled():
-            error: BaseException | None = asyncio.CancelledError()
-            result = None
-            if not task.stopping:
-                logger.warning(
-                    "jumpqueue: %s was cancelled by its event loop before it finished; abandoned",
-                    task.get_name(),
-                )
-        else:
-            error = task.exception()  # not an Exception: escaped `_outcome`
-            result = None
-            if error is None:
-                result, error = task.result()
         attempt.worker = None
         self._host.attempt_finished(attempt, result, error)
         self._release(attempt, task)
+
+    def _cancelled(self, task: _CallTask) -> None:
+        if not task.stopping:
+            logger.warning(
+                "jumpqueue: %s was cancelled by its event loop before it finished; abandoned",
+                task.get_name(),
+            )
+        self._finished(task, None, asyncio.CancelledError())
+
+    def _cancelled_unstarted(self, task: _CallTask) -> None:
+        # A done callback: a task cancelled before its first step never runs its coroutine.
+        if task.cancelled() and not task.started:
+            self._cancelled(task)
 
     def _release(self, attempt: Attempt, task: asyncio.Task[Any] | None = None) -> None:
         with self._lock:
@@ -299,7 +301,7 @@ class AsyncExecutor:
             self._start_all(ready)
 
 
-class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
+class _CallTask(asyncio.Task[None]):
     """A call's task: it turns down the cancellation of a loop that is closing, and ends first.
 
     A task is cancelled while its loop is not running only by what closes the
@@ -307,11 +309,13 @@ class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
     application) go through, and so do the executor's own (`stop()`).
     """
 
-    __slots__ = ("attempt", "executor", "stopping")
+    __slots__ = ("attempt", "executor", "started", "stopping")
 
     attempt: Attempt
-    #: Told, on the closing loop, when what closes it cancels the task.
+    #: Told when the call ends, and, on the closing loop, when what closes it cancels the task.
     executor: AsyncExecutor
+    #: Whether its coroutine has begun: until then, only a done callback can see it end.
+    started: bool
     stopping: bool
 
     def get_name(self) -> str:
@@ -327,30 +331,43 @@ class _CallTask(asyncio.Task[tuple[Any, "BaseException | None"]]):
     def cancel(self, msg: Any | None = None) -> bool:
         """Cancel, unless the loop is closing: then the call runs to its end (or its deadline)."""
         if self.stopping or self.done() or self.get_loop().is_running():
-            return super().cancel(msg)
+            cancelled = super().cancel(msg)
+            if cancelled and not self.started:
+                told = self.executor._cancelled_unstarted
+                self.remove_done_callback(told)  # cancelled twice, told once
+                self.add_done_callback(told)
+            return cancelled
         self.executor._loop_closing(self)
         return False
 
 
-async def _outcome(attempt: Attempt, *, contain_exits: bool) -> tuple[Any, BaseException | None]:
+async def _outcome(executor: AsyncExecutor, attempt: Attempt, *, contain_exits: bool) -> None:
     # A failure is an outcome, not the task's exception: a closing loop would log it again.
     # A SystemExit that a task raises stops its loop (asyncio re-raises it from the step):
     # on the application's loop it may be the thread's own (a signal handler's), so it goes
     # on; on ours it is the call's.
+    task: _CallTask = asyncio.current_task()  # type: ignore[assignment]
+    task.started = True
     deferred = attempt.deferred
     running_call.set((deferred.id, attempt.number))  # in the attempt's own context
+    error: BaseException | None = None
+    result = None
     try:
         if around_calls.get():
-            return await attempt.coroutine(), None
-        return await deferred.fn(*deferred.args, **deferred.kwargs), None
-    except Exception as error:  # noqa: BLE001 -- reported to the runtime, which logs it
-        return None, error
+            result = await attempt.coroutine()
+        else:
+            result = await deferred.fn(*deferred.args, **deferred.kwargs)
+    except Exception as failure:  # noqa: BLE001 -- reported to the runtime, which logs it
+        error = failure
     except asyncio.CancelledError:
+        executor._cancelled(task)
         raise
-    except BaseException as error:
+    except BaseException as failure:
+        error = failure
         if not contain_exits:
+            executor._finished(task, None, failure)
             raise
-        return None, error
+    executor._finished(task, result, error)
 
 
 class _LoopThread:
