@@ -203,7 +203,7 @@ class Deferred(Generic[R]):
                 the response of the request that waits, or runs on the event
                 loop the wait would block.
         """
-        if not is_live(self._status):
+        if self._status not in LIVE:
             return True
         self._refuse_held_wait()
         loop = self.loop
@@ -222,7 +222,7 @@ class Deferred(Generic[R]):
             TimeoutError: the call was not final within `timeout`.
             Exception: as `result()`.
         """
-        if is_live(self._status):
+        if self._status in LIVE:
             self._refuse_held_wait()
             if not await asyncio.to_thread(self._wait, timeout):
                 raise TimeoutError(f"{self!r} is not finished after {timeout} s")
@@ -244,7 +244,7 @@ class Deferred(Generic[R]):
             done = self._done
         # _notify reads _done without the lock, after the final status is set:
         # checking the status again after publishing the event closes the gap.
-        if not is_live(self._status):
+        if self._status not in LIVE:
             return True
         return done.wait(timeout)
 

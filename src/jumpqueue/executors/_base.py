@@ -26,7 +26,9 @@ def call_to_completion(
 ) -> Any:
     """Call fn; a coroutine it returns is run to its end on an event loop of its own."""
     result = fn(*args, **kwargs)
-    return asyncio.run(result) if asyncio.iscoroutine(result) else result
+    if result is None or not asyncio.iscoroutine(result):  # None: most calls, and no ABC check
+        return result
+    return asyncio.run(result)
 
 
 class Attempt:
