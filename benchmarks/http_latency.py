@@ -40,6 +40,7 @@ import dataclasses
 import gc
 import io
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,6 +56,7 @@ from _load import (
     Endpoint,
     Generator,
     Load,
+    callgrind,
     client,
     cpu_split,
     get_json,
@@ -404,14 +406,14 @@ def _wsgi_requests(app: Any, path: str) -> Callable[[int], None]:
     return serve
 
 
-def in_process_table(rounds: int) -> list[str]:
-    """CPU µs per request of each endpoint's app called in this process, peers in turn."""
+def in_process_cases() -> dict[tuple[str, str], Callable[[int], None]]:
+    """Each in-process case: (framework, work) -> serve n requests."""
     sys.path.insert(0, str(APPS))
     os.environ.update(UNBOUNDED)
     import bench_flask  # the apps import their frameworks
     import bench_starlette
 
-    cases = {
+    return {
         ("Starlette", NO_TASK): _asgi_requests(bench_starlette.plain, "/none"),
         ("Starlette", ALONE): _asgi_requests(bench_starlette.with_jumpqueue, "/none"),
         ("Starlette", DEFER_NOOP): _asgi_requests(
@@ -425,6 +427,11 @@ def in_process_table(rounds: int) -> list[str]:
         ("Flask", DEFER_NOOP): _wsgi_requests(bench_flask.with_jumpqueue, "/jumpqueue-noop"),
         ("Flask", "call_on_close, no-op"): _wsgi_requests(bench_flask.plain, "/call_on_close-noop"),
     }
+
+
+def in_process_table(rounds: int) -> list[str]:
+    """CPU µs per request of each endpoint's app called in this process, peers in turn."""
+    cases = in_process_cases()
     samples: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
     for requests in cases.values():
         requests(200)  # warm up
@@ -455,6 +462,32 @@ def in_process_table(rounds: int) -> list[str]:
     return lines
 
 
+def _serve_alone(case: str, requests: int) -> None:
+    """`--only`: one in-process case, warmed up, then `requests` requests (for callgrind)."""
+    framework, work = case.split(":", 1)
+    serve = in_process_cases()[framework, work]
+    serve(200)
+    serve(requests)
+
+
+def instructions_table(requests: int) -> list[str]:
+    """Instructions per request of each in-process case under callgrind: 2n minus n, over n."""
+    lines = table_head(
+        "app, in process", "work after the response", "instructions/req", "x no task", text=2
+    )
+    counts: dict[tuple[str, str], float] = {}
+    for framework, work in in_process_cases():
+        run = [
+            callgrind([__file__, "--only", f"{framework}:{work}", "--requests", str(n)])
+            for n in (requests, 2 * requests)
+        ]
+        counts[framework, work] = count = (run[1] - run[0]) / requests
+        lines.append(
+            f"| {framework} | {work} | {count:,.0f} | {count / counts[framework, NO_TASK]:.2f} |"
+        )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -466,9 +499,20 @@ def main() -> int:
     parser.add_argument(
         "--in-process-only", action="store_true", help="the CPU per request in process only"
     )
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count them in process, under callgrind"
+    )
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # one in-process case, for callgrind
+    parser.add_argument("--requests", type=int, default=1000, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.only:
+        _serve_alone(args.only, args.requests)
+        return 0
     in_process = in_process_table(max(args.rounds, 5))
     print("\n".join(in_process))
+    if args.instructions and shutil.which("valgrind"):
+        print()
+        print("\n".join(instructions_table(args.requests)))
     if args.in_process_only:
         return 0
     connections = [int(x) for x in args.connections.split(",")]

@@ -53,12 +53,12 @@ def tasks(django_project: None) -> ModuleType:
     return importlib.import_module("tests.django_tasks.tasks")
 
 
-def settled(result: TaskResult[..., Any]) -> TaskResult[..., Any]:
+def settled(result: TaskResult[..., Any], wait: float = WAIT) -> TaskResult[..., Any]:
     """Wait until the task's call is final; its result as `get_result()` then reads it."""
     # No public handle by id: the ledger keeps the call while it runs and once kept.
     deferred = jumpqueue.get_runtime()._ledger.known(result.id)
     assert deferred is not None, f"no call {result.id} in the default runtime"
-    assert deferred.wait(WAIT), f"{deferred!r} did not end within {WAIT} s"
+    assert deferred.wait(wait), f"{deferred!r} did not end within {wait} s"
     return result.task.get_backend().get_result(result.id)
 
 

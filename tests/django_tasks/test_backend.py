@@ -262,13 +262,15 @@ def test_backend_bad_options_are_refused_naming_them(options: dict[str, Any], me
         task_backends["default"]
 
 
+# A child process that starts up and sets Django up, under coverage, on a busy machine.
+@pytest.mark.timeout(90)
 def test_backend_a_process_queue_runs_tasks_in_a_child_that_sets_django_up(
     tasks: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "tests.web.apps.django_site")
-    process = {"EXECUTOR": "process", "TIMEOUT": 20}
+    process = {"EXECUTOR": "process", "TIMEOUT": 60}
     with override_settings(TASKS=tasks_setting(QUEUES={"other": process})):
-        result = settled(tasks.echo.using(queue_name="other").enqueue(1))
+        result = settled(tasks.echo.using(queue_name="other").enqueue(1), wait=60)
         coroutine = settled(tasks.ameaning.using(queue_name="other").enqueue())
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value["args"] == [1]
