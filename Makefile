@@ -97,10 +97,12 @@ typecheck: $(STAMP)
 # Branch coverage, subprocesses included: `coverage run` (not pytest-cov) so
 # the pytest11 plugin is imported while measuring; pyproject's
 # `patch = ["subprocess", "_exit"]` makes each Python child write its own
-# .coverage.* file, `combine` merges them, `report` enforces fail_under.
+# .coverage.* file (pytest-xdist's two workers too), `combine` merges them,
+# `report` enforces fail_under. The tests mostly wait on servers, brokers and
+# children, so two workers take about half the time of one.
 cov: $(STAMP)
 	@rm -f .coverage .coverage.*
-	$(VENV)/bin/coverage run -m pytest
+	$(VENV)/bin/coverage run -m pytest -n 2 --dist worksteal
 	$(VENV)/bin/coverage combine -q
 	$(VENV)/bin/coverage report
 
