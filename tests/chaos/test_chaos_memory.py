@@ -23,7 +23,6 @@ def test_chaos_mixed_calls_keep_memory_flat_and_every_call_counted_once(
     assert report.flat, report.lines()
     stats = report.stats
     assert min(stats.failed, stats.timed_out, stats.skipped) > 0, stats  # the mix is mixed
-    # The backlog fills now and then; which of the two policies meets it full is timing.
-    assert stats.shed, stats
+    # Whether the backlog ever fills is timing: what was shed is counted, by its own policy.
     assert stats.shed.keys() <= {"drop", "reject"}, stats
     assert stats.shed.get("reject", 0) == report.rejected, stats
